@@ -1,0 +1,777 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * mod_gwe_balancer: the lbmethod "gwesticky" for mod_proxy_balancer, which
+ * keeps every visitor of a Genesys Web Engagement (GWE) cluster on the node
+ * that holds its session.
+ *
+ * Build:   make -f Makefile.apxs        (or: apxs -c mod_gwe_balancer.c)
+ * Use:     ProxySet lbmethod=gwesticky  in a <Proxy "balancer://..."> block
+ *
+ * How a member is chosen
+ * ----------------------
+ * A GWE node stamps each browser with the cookie GWROUTEID=.<node name>, and
+ * the balancer's members carry route=<node name>.  For every request the
+ * finder scans the Cookie header once, in place, for the route cookies
+ * (GWROUTEID, then the misspelling GWEROUTEID from Genesys' own sample, or
+ * the names given by GWEBalancerCookie).  A value loses its surrounding
+ * blanks, its double quotes and one leading dot, and must then equal a
+ * member's route= exactly.  Among the route cookies found:
+ *
+ *   - the first (by name order, then header order) naming a usable member
+ *     wins: "sticky", also when that member is draining, since drain means
+ *     "keep the sessions you have";
+ *   - otherwise the first naming any member is a stale route: follow that
+ *     member's redirect= ("redirect"), else refuse with 503 when the balancer
+ *     has nofailover=On, else fail over ("failover");
+ *   - otherwise a route nobody carries ("unknown-route") or no route at all
+ *     ("new") gets the fallback choice.
+ *
+ * The fallback choice is the least busy member weighted by loadfactor, made
+ * by httpd's own ap_proxy_balancer_get_best_worker(), which already honours
+ * lbsets, hot standbys, spares, drain and health checks.  Busy counts the
+ * requests a member has in flight, and GWE's long-polls and WebSockets stay
+ * in flight for minutes, so it measures a node's real load where counting
+ * requests (byrequests) would not.  Ties go round robin by loadfactor.
+ *
+ * Example: members GWE_Node_1 (in error) with redirect=GWE_Node_2, and
+ * GWE_Node_2.  "Cookie: GWROUTEID=.GWE_Node_3; GWROUTEID=\".GWE_Node_1\""
+ * yields GWE_Node_3 (unknown) and GWE_Node_1 (stale); the stale one counts,
+ * its redirect is usable, so the request goes to GWE_Node_2 as "redirect"
+ * and BALANCER_ROUTE_CHANGED=1 tells the log that the route changed.
+ *
+ * The cookie parser below is plain C with no httpd dependency, so that the
+ * unit tests (test/unit) compile it on its own with GWB_PARSER_ONLY.
+ */
+
+#ifndef GWB_PARSER_ONLY
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_request.h"
+#include "ap_provider.h"
+#include "apr_hash.h"
+#include "apr_strings.h"
+#include "mod_proxy.h"
+#endif
+
+#include <stddef.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------
+ * Cookie parsing and route choice: pure functions of the Cookie header.
+ * ------------------------------------------------------------------------ */
+
+/* A cookie name the finder looks for, with its length precomputed. */
+typedef struct {
+    const char *name;
+    size_t len;
+} gwb_name;
+
+/* One name=value pair of a Cookie header, pointing into the header. */
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} gwb_cookie;
+
+typedef enum {
+    GWB_NO_ROUTE = 0,   /* no route cookie, or only empty ones */
+    GWB_UNKNOWN_ROUTE,  /* a route no member carries */
+    GWB_STALE_ROUTE,    /* a route whose member is unusable */
+    GWB_LIVE_ROUTE      /* a route whose member is usable */
+} gwb_route_state;
+
+/* What the route cookies of a request say, best candidate first. */
+typedef struct {
+    gwb_route_state state;
+    int name_index;       /* which gwb_name matched (not for GWB_NO_ROUTE) */
+    const char *route;    /* the route, pointing into the header */
+    size_t route_len;
+    void *member;         /* what the lookup returned for it */
+} gwb_route_pick;
+
+/* Finds the member carrying a route: NULL when none does; *usable tells
+ * whether requests may go to it now. */
+typedef void *gwb_member_lookup_fn(void *ctx, const char *route, size_t len,
+                                   int *usable);
+
+static int gwb_is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int gwb_is_separator(char c)
+{
+    /* httpd joins repeated Cookie headers with ", " and HTTP/2 crumbs
+     * with "; ", so both separate cookies. */
+    return c == ';' || c == ',';
+}
+
+static void gwb_trim(const char **s, size_t *len)
+{
+    while (*len && gwb_is_blank(**s)) {
+        ++*s;
+        --*len;
+    }
+    while (*len && gwb_is_blank((*s)[*len - 1])) {
+        --*len;
+    }
+}
+
+/* Splits the next name=value pair off a Cookie header and advances *cursor
+ * past it.  A name without '=' carries no value and is skipped.  Returns 0
+ * at the end of the header. */
+static int gwb_next_cookie(const char **cursor, gwb_cookie *c)
+{
+    const char *p = *cursor;
+
+    while (*p) {
+        const char *start, *eq = NULL;
+
+        while (gwb_is_separator(*p) || gwb_is_blank(*p)) {
+            ++p;
+        }
+        start = p;
+        while (*p && !gwb_is_separator(*p)) {
+            if (*p == '=' && !eq) {
+                eq = p;
+            }
+            ++p;
+        }
+        if (!eq) {
+            continue;
+        }
+        c->name = start;
+        c->name_len = (size_t)(eq - start);
+        c->value = eq + 1;
+        c->value_len = (size_t)(p - eq - 1);
+        gwb_trim(&c->name, &c->name_len);
+        gwb_trim(&c->value, &c->value_len);
+        *cursor = p;
+        return 1;
+    }
+    *cursor = p;
+    return 0;
+}
+
+/* The route a cookie value names: GWE writes "." + node name, and RFC 6265
+ * lets any value arrive double-quoted. */
+static void gwb_route_of_value(const char *value, size_t len,
+                               const char **route, size_t *route_len)
+{
+    if (len >= 2 && value[0] == '"' && value[len - 1] == '"') {
+        ++value;
+        len -= 2;
+    }
+    if (len && value[0] == '.') {
+        ++value;
+        --len;
+    }
+    *route = value;
+    *route_len = len;
+}
+
+/* Position of the cookie's name in the list, or -1: names match exactly,
+ * as cookie names are case-sensitive. */
+static int gwb_name_index(const gwb_cookie *c, const gwb_name *names,
+                          int n_names)
+{
+    int i;
+
+    for (i = 0; i < n_names; i++) {
+        if (c->name_len == names[i].len
+            && memcmp(c->name, names[i].name, c->name_len) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Records a candidate unless one of the same kind ranks before it: a
+ * name earlier in the list ranks first, then the earlier cookie. */
+static void gwb_consider(gwb_route_pick *best, const gwb_route_pick *cand)
+{
+    if (best->state == GWB_NO_ROUTE || cand->name_index < best->name_index) {
+        *best = *cand;
+    }
+}
+
+/* Reads every route cookie of a Cookie header (NULL for none) and says
+ * which route counts: the best live one, else the best stale one, else the
+ * best unknown one, else none. */
+static void gwb_pick_route(const char *header, const gwb_name *names,
+                           int n_names, gwb_member_lookup_fn *lookup,
+                           void *ctx, gwb_route_pick *pick)
+{
+    gwb_route_pick live, stale, unknown, cand;
+    const char *cursor = header;
+    gwb_cookie c;
+
+    memset(&live, 0, sizeof(live));
+    memset(&stale, 0, sizeof(stale));
+    memset(&unknown, 0, sizeof(unknown));
+    memset(pick, 0, sizeof(*pick));
+    if (!header) {
+        return;
+    }
+    while (gwb_next_cookie(&cursor, &c)) {
+        int usable = 0;
+
+        cand.name_index = gwb_name_index(&c, names, n_names);
+        if (cand.name_index < 0) {
+            continue;
+        }
+        gwb_route_of_value(c.value, c.value_len, &cand.route,
+                           &cand.route_len);
+        if (!cand.route_len) {
+            continue;
+        }
+        cand.member = lookup(ctx, cand.route, cand.route_len, &usable);
+        if (!cand.member) {
+            cand.state = GWB_UNKNOWN_ROUTE;
+            gwb_consider(&unknown, &cand);
+        }
+        else if (!usable) {
+            cand.state = GWB_STALE_ROUTE;
+            gwb_consider(&stale, &cand);
+        }
+        else {
+            cand.state = GWB_LIVE_ROUTE;
+            gwb_consider(&live, &cand);
+            if (cand.name_index == 0) {
+                break;  /* nothing can rank before it */
+            }
+        }
+    }
+    *pick = live.state ? live : stale.state ? stale : unknown;
+}
+
+#ifndef GWB_PARSER_ONLY
+
+/* ------------------------------------------------------------------------
+ * The lbmethod.
+ * ------------------------------------------------------------------------ */
+
+#define GWB_METHOD_NAME "gwesticky"
+
+module AP_MODULE_DECLARE_DATA gwe_balancer_module;
+
+/* Request environment for logs; the BALANCER_* names are those of httpd's
+ * built-in sticky code, so existing LogFormats keep working. */
+#define GWB_ENV_DECISION "GWE_ROUTE_DECISION"
+
+typedef struct {
+    apr_array_header_t *cookie_names;   /* of gwb_name; NULL: inherit */
+    const proxy_balancer_method *fallback; /* NULL: weighted least busy */
+    int fallback_set;
+} gwb_server_conf;
+
+typedef struct {
+    proxy_balancer *balancer;
+    request_rec *r;
+} gwb_lookup_ctx;
+
+static const gwb_name gwb_default_names[] = {
+    { "GWROUTEID", sizeof("GWROUTEID") - 1 },
+    { "GWEROUTEID", sizeof("GWEROUTEID") - 1 }  /* Genesys' sample's typo */
+};
+
+static APR_OPTIONAL_FN_TYPE(proxy_balancer_get_best_worker)
+    *gwb_get_best_worker = NULL;
+static APR_OPTIONAL_FN_TYPE(ap_proxy_retry_worker) *gwb_retry_worker = NULL;
+
+static const proxy_balancer_method gwb_method;
+
+static void gwb_names_of(const gwb_server_conf *conf,
+                         const gwb_name **names, int *n_names)
+{
+    if (conf->cookie_names) {
+        *names = (const gwb_name *)conf->cookie_names->elts;
+        *n_names = conf->cookie_names->nelts;
+    }
+    else {
+        *names = gwb_default_names;
+        *n_names = (int)(sizeof(gwb_default_names) / sizeof(gwb_name));
+    }
+}
+
+/* A member in error gets its retry= chance here, as in httpd's own
+ * lbmethods: it becomes usable again once the retry interval is over. */
+static int gwb_worker_usable(proxy_worker *w, request_rec *r)
+{
+    if (!PROXY_WORKER_IS_USABLE(w)) {
+        gwb_retry_worker("BALANCER", w, r->server);
+    }
+    return PROXY_WORKER_IS_USABLE(w);
+}
+
+static int gwb_route_equals(const char *member_route, const char *route,
+                            size_t len)
+{
+    return strncmp(member_route, route, len) == 0 && member_route[len] == '\0';
+}
+
+/* The member carrying a route: a usable one if any, regular members before
+ * hot standbys, as in httpd's find_route_worker().  The scan reads the
+ * live member list, so members added or edited in balancer-manager count
+ * from the next request on. */
+static void *gwb_lookup_member(void *ctx, const char *route, size_t len,
+                               int *usable)
+{
+    const gwb_lookup_ctx *lc = ctx;
+    proxy_balancer *balancer = lc->balancer;
+    proxy_worker *unusable = NULL;
+    int standby, i;
+
+    *usable = 0;
+    if (len >= PROXY_WORKER_MAX_ROUTE_SIZE) {
+        return NULL;  /* longer than any route= can be */
+    }
+    for (standby = 0; standby <= 1; standby++) {
+        for (i = 0; i < balancer->workers->nelts; i++) {
+            proxy_worker *w = APR_ARRAY_IDX(balancer->workers, i,
+                                            proxy_worker *);
+
+            if ((PROXY_WORKER_IS_STANDBY(w) ? 1 : 0) != standby
+                || !gwb_route_equals(w->s->route, route, len)) {
+                continue;
+            }
+            if (gwb_worker_usable(w, lc->r)) {
+                *usable = 1;
+                return w;
+            }
+            if (!unusable) {
+                unusable = w;
+            }
+        }
+    }
+    return unusable;
+}
+
+/* Follows redirect= from an unusable member, hop by hop, to a usable one;
+ * at most one hop per member, so redirect cycles end. */
+static proxy_worker *gwb_follow_redirect(gwb_lookup_ctx *lc,
+                                         proxy_worker *stale)
+{
+    proxy_worker *w = stale;
+    int hops;
+
+    for (hops = 0; *w->s->redirect && hops < lc->balancer->workers->nelts;
+         hops++) {
+        int usable;
+
+        w = gwb_lookup_member(lc, w->s->redirect, strlen(w->s->redirect),
+                              &usable);
+        if (!w) {
+            return NULL;
+        }
+        if (usable) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
+/* Busy per unit of loadfactor is the load; equal loads go to the member
+ * most behind in its weighted round robin share (lbstatus). */
+static int gwb_is_less_loaded(proxy_worker *current, proxy_worker *best,
+                              void *baton)
+{
+    int *total_factor = baton;
+    apr_uint64_t cur_load, best_load;
+
+    current->s->lbstatus += current->s->lbfactor;
+    *total_factor += current->s->lbfactor;
+    if (!best) {
+        return 1;
+    }
+    cur_load = (apr_uint64_t)current->s->busy
+               * (apr_uint64_t)(best->s->lbfactor > 0 ? best->s->lbfactor : 1);
+    best_load = (apr_uint64_t)best->s->busy
+                * (apr_uint64_t)(current->s->lbfactor > 0
+                                 ? current->s->lbfactor : 1);
+    return cur_load < best_load
+           || (cur_load == best_load
+               && current->s->lbstatus > best->s->lbstatus);
+}
+
+static proxy_worker *gwb_fallback_choice(proxy_balancer *balancer,
+                                         request_rec *r,
+                                         const gwb_server_conf *conf)
+{
+    proxy_worker *w;
+    int total_factor = 0;
+
+    if (conf->fallback) {
+        return conf->fallback->finder(balancer, r);
+    }
+    w = gwb_get_best_worker(balancer, r, gwb_is_less_loaded, &total_factor);
+    if (w) {
+        w->s->lbstatus -= total_factor;
+    }
+    return w;
+}
+
+/* A client's route, fit for the debug log: escaped and bounded. */
+static const char *gwb_loggable_route(request_rec *r,
+                                      const gwb_route_pick *pick)
+{
+    size_t shown = pick->route_len;
+
+    if (shown >= PROXY_WORKER_MAX_ROUTE_SIZE) {
+        shown = PROXY_WORKER_MAX_ROUTE_SIZE;
+    }
+    return apr_psprintf(r->pool, "'%s'%s",
+                        ap_escape_logitem(r->pool, apr_pstrmemdup(
+                                          r->pool, pick->route, shown)),
+                        shown < pick->route_len ? "... (truncated)" : "");
+}
+
+static void gwb_note_decision(request_rec *r, proxy_balancer *balancer,
+                              const gwb_route_pick *pick,
+                              const gwb_name *names, const char *decision,
+                              proxy_worker *chosen)
+{
+    apr_table_t *env = r->subprocess_env;
+
+    apr_table_setn(env, GWB_ENV_DECISION, decision);
+    if (pick->state != GWB_NO_ROUTE) {
+        apr_table_setn(env, "BALANCER_SESSION_STICKY",
+                       names[pick->name_index].name);
+        /* Only a value that fits a route= is worth a copy. */
+        if (pick->route_len < PROXY_WORKER_MAX_ROUTE_SIZE) {
+            apr_table_setn(env, "BALANCER_SESSION_ROUTE",
+                           apr_pstrmemdup(r->pool, pick->route,
+                                          pick->route_len));
+        }
+        if (pick->state != GWB_LIVE_ROUTE) {
+            apr_table_setn(env, "BALANCER_ROUTE_CHANGED", "1");
+        }
+    }
+    if (APLOGrdebug(r)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      "GWB0201: %s: %s%s%s -> %s (%s)", balancer->s->name,
+                      pick->state == GWB_NO_ROUTE
+                          ? "no route cookie" : names[pick->name_index].name,
+                      pick->state == GWB_NO_ROUTE ? "" : " route ",
+                      pick->state == GWB_NO_ROUTE
+                          ? "" : gwb_loggable_route(r, pick),
+                      !chosen ? "503"
+                          : *chosen->s->route ? chosen->s->route
+                          : chosen->s->name,
+                      decision);
+    }
+}
+
+static proxy_worker *gwb_find_worker(proxy_balancer *balancer,
+                                     request_rec *r)
+{
+    const gwb_server_conf *conf =
+        ap_get_module_config(r->server->module_config, &gwe_balancer_module);
+    gwb_lookup_ctx lc = { balancer, r };
+    const gwb_name *names;
+    gwb_route_pick pick;
+    proxy_worker *chosen;
+    const char *decision;
+    int n_names;
+
+    gwb_names_of(conf, &names, &n_names);
+    gwb_pick_route(apr_table_get(r->headers_in, "Cookie"), names, n_names,
+                   gwb_lookup_member, &lc, &pick);
+
+    switch (pick.state) {
+    case GWB_LIVE_ROUTE:
+        chosen = pick.member;
+        decision = "sticky";
+        break;
+    case GWB_STALE_ROUTE:
+        if ((chosen = gwb_follow_redirect(&lc, pick.member))) {
+            decision = "redirect";
+        }
+        else if (balancer->s->sticky_force) {
+            chosen = NULL;
+            decision = "nofailover";
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                          "GWB0202: %s: member for route %s is unusable and "
+                          "the balancer has nofailover=On: answering 503",
+                          balancer->s->name,
+                          ((proxy_worker *)pick.member)->s->route);
+        }
+        else {
+            chosen = gwb_fallback_choice(balancer, r, conf);
+            decision = "failover";
+        }
+        break;
+    case GWB_UNKNOWN_ROUTE:
+        chosen = gwb_fallback_choice(balancer, r, conf);
+        decision = "unknown-route";
+        break;
+    default:
+        chosen = gwb_fallback_choice(balancer, r, conf);
+        decision = "new";
+        break;
+    }
+    gwb_note_decision(r, balancer, &pick, names, decision, chosen);
+    return chosen;
+}
+
+/* Only the weighted round robin share restarts: busy counts requests in
+ * flight, which other processes still hold. */
+static apr_status_t gwb_reset(proxy_balancer *balancer, server_rec *s)
+{
+    int i;
+
+    for (i = 0; i < balancer->workers->nelts; i++) {
+        APR_ARRAY_IDX(balancer->workers, i, proxy_worker *)->s->lbstatus = 0;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t gwb_age(proxy_balancer *balancer, server_rec *s)
+{
+    return APR_SUCCESS;
+}
+
+static const proxy_balancer_method gwb_method = {
+    GWB_METHOD_NAME,
+    &gwb_find_worker,
+    NULL,
+    &gwb_reset,
+    &gwb_age,
+    NULL
+};
+
+/* ------------------------------------------------------------------------
+ * Startup checks: one warning per smell, each naming its fix.
+ * ------------------------------------------------------------------------ */
+
+static int gwb_is_ours(const proxy_balancer *balancer)
+{
+    return balancer->lbmethod == &gwb_method;
+}
+
+static void gwb_check_sticky_name(server_rec *s, proxy_balancer *balancer)
+{
+    if (strcmp(balancer->s->sticky, "GWEROUTEID") != 0) {
+        return;
+    }
+    if (gwb_is_ours(balancer)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "GWB0101: %s: stickysession=GWEROUTEID names a cookie "
+                     "GWE nodes never set (they set GWROUTEID); "
+                     "lbmethod=gwesticky reads GWROUTEID (and GWEROUTEID) "
+                     "itself, so remove stickysession=GWEROUTEID",
+                     balancer->s->name);
+    }
+    else {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "GWB0102: %s: stickysession=GWEROUTEID names a cookie "
+                     "GWE nodes never set (they set GWROUTEID), so this "
+                     "balancer has no stickiness; set lbmethod=gwesticky, "
+                     "which reads GWROUTEID",
+                     balancer->s->name);
+    }
+}
+
+static void gwb_check_routes(server_rec *s, proxy_balancer *balancer,
+                             apr_pool_t *ptemp)
+{
+    apr_hash_t *seen = apr_hash_make(ptemp);
+    int i;
+
+    for (i = 0; i < balancer->workers->nelts; i++) {
+        proxy_worker *w = APR_ARRAY_IDX(balancer->workers, i, proxy_worker *);
+        proxy_worker *first;
+
+        if (!*w->s->route) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                         "GWB0103: %s: member %s has no route=, so no "
+                         "GWROUTEID cookie can ever stick to it; add "
+                         "route=<its GWE node application name>",
+                         balancer->s->name, w->s->name);
+            continue;
+        }
+        first = apr_hash_get(seen, w->s->route, APR_HASH_KEY_STRING);
+        if (first) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                         "GWB0104: %s: members %s and %s both have "
+                         "route=%s, so its cookies always go to the first; "
+                         "give each member its own GWE node application "
+                         "name", balancer->s->name, first->s->name,
+                         w->s->name, w->s->route);
+            continue;
+        }
+        apr_hash_set(seen, w->s->route, APR_HASH_KEY_STRING, w);
+    }
+}
+
+/* Each virtual host holds its own copy of the balancers it inherits; the
+ * copies share their member array, which identifies the <Proxy> section. */
+static void gwb_check_balancers(server_rec *main_s, apr_pool_t *ptemp)
+{
+    apr_hash_t *checked = apr_hash_make(ptemp);
+    server_rec *s;
+
+    for (s = main_s; s; s = s->next) {
+        proxy_server_conf *pconf =
+            ap_get_module_config(s->module_config, &proxy_module);
+        int i;
+
+        for (i = 0; i < pconf->balancers->nelts; i++) {
+            proxy_balancer *b = &APR_ARRAY_IDX(pconf->balancers, i,
+                                               proxy_balancer);
+
+            if (apr_hash_get(checked, &b->workers, sizeof(b->workers))) {
+                continue;
+            }
+            apr_hash_set(checked, apr_pmemdup(ptemp, &b->workers,
+                                              sizeof(b->workers)),
+                         sizeof(b->workers), b);
+            gwb_check_sticky_name(s, b);
+            if (gwb_is_ours(b)) {
+                gwb_check_routes(s, b, ptemp);
+            }
+        }
+    }
+}
+
+static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    /* The first of the two startup passes only tests the configuration. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    gwb_get_best_worker =
+        APR_RETRIEVE_OPTIONAL_FN(proxy_balancer_get_best_worker);
+    gwb_retry_worker = APR_RETRIEVE_OPTIONAL_FN(ap_proxy_retry_worker);
+    if (!gwb_get_best_worker || !gwb_retry_worker) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "GWB0001: mod_proxy and mod_proxy_balancer (2.4.35 or "
+                     "later) must be loaded for gwesticky: add LoadModule "
+                     "proxy_module and proxy_balancer_module before "
+                     "gwe_balancer_module");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    gwb_check_balancers(s, ptemp);
+    return OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Configuration.
+ * ------------------------------------------------------------------------ */
+
+static void *gwb_create_server_conf(apr_pool_t *p, server_rec *s)
+{
+    return apr_pcalloc(p, sizeof(gwb_server_conf));
+}
+
+static void *gwb_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    const gwb_server_conf *base = basev, *add = addv;
+    gwb_server_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->cookie_names = add->cookie_names ? add->cookie_names
+                                           : base->cookie_names;
+    conf->fallback_set = add->fallback_set || base->fallback_set;
+    conf->fallback = add->fallback_set ? add->fallback : base->fallback;
+    return conf;
+}
+
+/* RFC 6265 cookie-name: an RFC 2616 token. */
+static int gwb_is_cookie_name(const char *name)
+{
+    const char *p;
+
+    if (!*name) {
+        return 0;
+    }
+    for (p = name; *p; p++) {
+        if (apr_iscntrl(*p) || (unsigned char)*p > 126
+            || strchr(" \t()<>@,;:\\\"/[]?={}", *p)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const char *gwb_set_cookie(cmd_parms *cmd, void *dummy,
+                                  const char *name)
+{
+    gwb_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config,
+                             &gwe_balancer_module);
+    gwb_name *entry;
+
+    if (!gwb_is_cookie_name(name)) {
+        return apr_psprintf(cmd->pool, "GWEBalancerCookie: '%s' is not a "
+                            "cookie name (a token without blanks, quotes "
+                            "or separators such as ;,=)", name);
+    }
+    if (!conf->cookie_names) {
+        conf->cookie_names = apr_array_make(cmd->pool, 2, sizeof(gwb_name));
+    }
+    entry = apr_array_push(conf->cookie_names);
+    entry->name = name;
+    entry->len = strlen(name);
+    return NULL;
+}
+
+static const char *gwb_set_fallback(cmd_parms *cmd, void *dummy,
+                                    const char *name)
+{
+    gwb_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config,
+                             &gwe_balancer_module);
+    const proxy_balancer_method *method;
+
+    if (strcmp(name, GWB_METHOD_NAME) == 0) {
+        return "GWEBalancerFallback: gwesticky cannot be its own fallback; "
+               "name another lbmethod (byrequests, bybusyness, bytraffic) "
+               "or leave the directive out for weighted least busy";
+    }
+    method = ap_lookup_provider(PROXY_LBMETHOD, name, "0");
+    if (!method) {
+        return apr_psprintf(cmd->pool, "GWEBalancerFallback: no lbmethod "
+                            "'%s' is loaded; LoadModule "
+                            "lbmethod_%s_module before this line", name,
+                            name);
+    }
+    conf->fallback = method;
+    conf->fallback_set = 1;
+    return NULL;
+}
+
+static const command_rec gwb_cmds[] = {
+    AP_INIT_ITERATE("GWEBalancerCookie", gwb_set_cookie, NULL, RSRC_CONF,
+                    "Names of the cookies that carry a GWE route, in order "
+                    "of preference (default: GWROUTEID GWEROUTEID)"),
+    AP_INIT_TAKE1("GWEBalancerFallback", gwb_set_fallback, NULL, RSRC_CONF,
+                  "The lbmethod that places requests without a usable "
+                  "route (default: weighted least busy)"),
+    { NULL }
+};
+
+static void gwb_register_hooks(apr_pool_t *p)
+{
+    ap_register_provider(p, PROXY_LBMETHOD, GWB_METHOD_NAME, "0",
+                         &gwb_method);
+    ap_hook_post_config(gwb_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(gwe_balancer) = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                       /* no per-directory config: the finder */
+    NULL,                       /* sees only (balancer, r) */
+    gwb_create_server_conf,
+    gwb_merge_server_conf,
+    gwb_cmds,
+    gwb_register_hooks,
+    AP_MODULE_FLAG_NONE
+};
+
+#endif /* GWB_PARSER_ONLY */
