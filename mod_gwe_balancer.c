@@ -416,19 +416,19 @@ static proxy_worker *gwb_fallback_choice(proxy_balancer *balancer,
     return w;
 }
 
-/* A client's route, fit for the debug log: escaped and bounded. */
+/* A client's route for the debug log, bounded.  No escaping here: httpd
+ * escapes every error log message itself (control bytes become \xNN), and
+ * escaping twice would only double the backslashes. */
 static const char *gwb_loggable_route(request_rec *r,
                                       const gwb_route_pick *pick)
 {
-    size_t shown = pick->route_len;
-
-    if (shown >= PROXY_WORKER_MAX_ROUTE_SIZE) {
-        shown = PROXY_WORKER_MAX_ROUTE_SIZE;
+    if (pick->route_len < PROXY_WORKER_MAX_ROUTE_SIZE) {
+        return apr_psprintf(r->pool, "'%.*s'", (int)pick->route_len,
+                            pick->route);
     }
-    return apr_psprintf(r->pool, "'%s'%s",
-                        ap_escape_logitem(r->pool, apr_pstrmemdup(
-                                          r->pool, pick->route, shown)),
-                        shown < pick->route_len ? "... (truncated)" : "");
+    return apr_psprintf(r->pool, "'%.*s'... (%" APR_SIZE_T_FMT " bytes)",
+                        PROXY_WORKER_MAX_ROUTE_SIZE, pick->route,
+                        pick->route_len);
 }
 
 static void gwb_note_decision(request_rec *r, proxy_balancer *balancer,
