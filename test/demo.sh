@@ -33,9 +33,9 @@ stop_demo() {
     stop_pid_file "$root/run/node2.pid"
 }
 
-wait_for_port() {  # a readiness check: the port answers HTTP
+wait_for_port() {  # a readiness check: a node answers there, or through it
     for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        curl -sf -o /dev/null "http://127.0.0.1:$1/server/isAlive" && return 0
         sleep 0.1
     done
     echo "demo: nothing answers on port $1" >&2

@@ -1,0 +1,181 @@
+"""What we ship, run as a user runs it: conf/gwe-balancer.conf with only
+the node addresses (and this machine's paths and port) set, and the demo
+command of the README."""
+
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+
+import harness
+from harness import (BalancerManager, http_get, http_request, wait_until,
+                     worker_url)
+
+SHIPPED_CONF = harness.REPO_DIR / "conf" / "gwe-balancer.conf"
+CONNECT_ERRORS = [r"AH00957", r"AH00959", r"AH01114", r"AH02454",
+                  r"AH00940", r"AH10159"]
+
+
+class ShippedHttpd(harness.Httpd):
+    """httpd running conf/gwe-balancer.conf itself, unchanged: what a user
+    edits (the node block) and this machine's paths come as -C "Define"s,
+    which the file's defaults give way to."""
+
+    # The shipped config answers only /server (and balancer-manager), so
+    # readiness is a node's isAlive through the balancer.
+    READY_PATH = "/server/isAlive"
+    conf_path = property(lambda self: SHIPPED_CONF)
+    pid_path = property(lambda self: self.root / "run" / "gwe-balancer.pid")
+    error_log_path = property(
+        lambda self: self.root / "logs" / "gwe-balancer-error.log")
+    access_log_path = property(
+        lambda self: self.root / "logs" / "gwe-balancer-access.log")
+
+    def __init__(self, root, module_so, nodes):
+        super().__init__(root)
+        modules = self.root / "modules"
+        modules.mkdir(exist_ok=True)
+        for so in harness.MODULES_DIR.glob("*.so"):
+            (modules / so.name).symlink_to(so)
+        (modules / "mod_gwe_balancer.so").symlink_to(module_so)
+        self.defines = {
+            "GWE_LISTEN": "127.0.0.1:%d" % self.port,
+            "GWE_MODULES": str(modules),
+            "GWE_LOGS": str(self.root / "logs"),
+            "GWE_RUN": str(self.root / "run"),
+        }
+        for i, node in enumerate(nodes, 1):
+            self.defines["GWE_NODE_%d_NAME" % i] = node.name
+            self.defines["GWE_NODE_%d_URL" % i] = node.url
+
+    def _cmd(self, *args):
+        cmd = [harness.APACHE2, "-d", str(self.root), "-f", str(SHIPPED_CONF)]
+        for name, value in self.defines.items():
+            cmd += ["-C", "Define %s %s" % (name, value)]
+        return cmd + list(args)
+
+    def decisions(self):
+        """The routing decisions of the /server/about requests."""
+        return re.findall(r"GET /server/about .* decision=(\S+)",
+                          self.access_log())
+
+
+@pytest.fixture
+def shipped(tmp_path, module_so, make_node):
+    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
+    h = ShippedHttpd(tmp_path / "shipped", module_so, nodes)
+    h.start()
+    yield h, nodes
+    h.stop()
+
+
+def test_shipped_config_parses_with_its_example_nodes(tmp_path, module_so):
+    # The node block as printed (10.0.0.x): only this machine's paths set.
+    h = ShippedHttpd(tmp_path / "asprinted", module_so, [])
+    rc, out = h.configtest()
+    assert rc == 0 and "Syntax OK" in out, out
+
+
+def test_shipped_config_routes_by_cookie(shipped):
+    h, nodes = shipped
+    for node in nodes:
+        for _ in range(5):
+            r = http_get(h.port, "/server/about",
+                         cookie="GWROUTEID=." + node.name)
+            assert r.status == 200 and r.node == node.name
+    new = {http_get(h.port, "/server/about").node for _ in range(6)}
+    assert new == {"GWE_Node_1", "GWE_Node_2"}
+    wait_until(lambda: len(h.decisions()) >= 16, 5, what="16 log lines")
+    assert h.decisions() == ["sticky"] * 10 + ["new"] * 6
+    assert re.search(r"cookie_route=GWE_Node_2 member=GWE_Node_2 "
+                     r"decision=sticky changed=-", h.access_log())
+
+
+def test_shipped_config_keeps_cometd_sessions(shipped):
+    import json
+    h, nodes = shipped
+    for _ in range(4):
+        r = http_request("POST", h.port, "/server/cometd/handshake",
+                         body=json.dumps([{"channel": "/meta/handshake"}]))
+        client_id = r.json()[0]["clientId"]
+        cookie = r.set_cookies[0].split(";")[0]
+        for _ in range(5):
+            r = http_request("POST", h.port, "/server/cometd/connect",
+                             cookie=cookie, body=json.dumps(
+                                 [{"channel": "/meta/connect",
+                                   "clientId": client_id}]))
+            assert r.json()[0]["successful"] is True
+
+
+def test_shipped_config_fails_over_from_a_dead_node(shipped):
+    h, nodes = shipped
+    for rx in CONNECT_ERRORS:
+        h.allow(rx)
+    nodes[0].signal(signal.SIGKILL)
+    for _ in range(3):
+        r = http_get(h.port, "/server/about", cookie="GWROUTEID=.GWE_Node_1")
+        assert r.status == 200 and r.node == "GWE_Node_2"
+
+
+def test_shipped_config_health_check_takes_a_node_out_and_back(shipped):
+    h, nodes = shipped
+    h.allow(r"AH01114")     # hcheck could not reach a node marked down
+    nodes[1].alive(False)
+
+    def out_of_rotation():
+        r = http_get(h.port, "/server/about", cookie="GWROUTEID=.GWE_Node_2")
+        return r.status == 200 and r.node == "GWE_Node_1"
+    # hcinterval=5, hcfails=2: out within about 10 s.
+    wait_until(out_of_rotation, 20, interval=0.5,
+               what="GWE_Node_2 to leave the rotation")
+    nodes[1].alive(True)
+
+    def back():
+        r = http_get(h.port, "/server/about", cookie="GWROUTEID=.GWE_Node_2")
+        return r.node == "GWE_Node_2"
+    wait_until(back, 20, interval=0.5, what="GWE_Node_2 to come back")
+
+
+def test_shipped_balancer_manager_from_loopback(shipped):
+    h, nodes = shipped
+    manager = BalancerManager(h.port)
+    assert manager.status()["gwe"]["lbmethod"] == "gwesticky"
+    manager.drain("gwe", worker_url(nodes[0]))
+    assert {http_get(h.port, "/server/about").node
+            for _ in range(4)} == {"GWE_Node_2"}
+    assert http_get(h.port, "/server/about",
+                    cookie="GWROUTEID=.GWE_Node_1").node == "GWE_Node_1"
+
+
+def test_demo_command(tmp_path):
+    """README command 1, on free ports and in a scratch directory."""
+    env = dict(os.environ, GWE_DEMO_DIR=str(tmp_path / "demo"),
+               GWE_DEMO_PORT=str(harness.free_port()),
+               GWE_DEMO_NODE_PORT=str(harness.free_port()))
+    demo = [str(harness.REPO_DIR / "test" / "demo.sh")]
+    out = subprocess.run(["bash"] + demo, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         timeout=300)
+    try:
+        text = out.stdout.decode(errors="replace")
+        assert out.returncode == 0, text
+        assert "bash test/demo.sh stop" in text
+        port = int(env["GWE_DEMO_PORT"])
+        for name in ("GWE_Node_1", "GWE_Node_2"):
+            r = http_get(port, "/server/about", cookie="GWROUTEID=." + name)
+            assert r.status == 200 and r.json()["node"] == name
+        manager = BalancerManager(port)
+        assert manager.status()["gwe"]["lbmethod"] == "gwesticky"
+    finally:
+        stop = subprocess.run(["bash"] + demo + ["stop"], env=env,
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=60)
+    assert stop.returncode == 0
+    pid_files = list((tmp_path / "demo" / "run").glob("*.pid"))
+    assert pid_files == []
+    errors = (tmp_path / "demo" / "logs" /
+              "gwe-balancer-error.log").read_text()
+    assert not re.search(r"\[[\w.-]*:(warn|error|crit|alert|emerg)\]",
+                         errors), errors
