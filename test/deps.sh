@@ -4,7 +4,7 @@
 set -eu
 
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
-python3-pytest python3-websockets"
+python3-pytest python3-websockets python3-h2"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,0 +1,118 @@
+"""pytest fixtures for the httpd integration tests (see harness.py).
+
+- module_so: the built mod_gwe_balancer.so (built once per session, only if
+  a test asks for it; GWB_MODULE=/path/to/mod.so skips the build).
+- make_node / nodes: demo GWE nodes, stopped at teardown.
+- httpd_factory: private httpd instances, stopped at teardown (before the
+  nodes).
+- after every test, each httpd the test made (by httpd_factory or by
+  harness.Httpd directly) is stopped, and its error_log must hold no
+  unexpected line (see Httpd.allow()).
+"""
+
+import os
+import subprocess
+
+import pytest
+
+import harness
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_everything_at_exit():
+    """Safety net: whatever a test left running is stopped at the end."""
+    yield
+    harness.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _httpd_error_log_check():
+    """Fail the test (at teardown) if an httpd it made logged a line of
+    level warn or worse, or one telling of a crashed child, that no
+    Httpd.allow() regex (nor harness.GLOBAL_ALLOWED) matches."""
+    first = len(harness.created_httpds)
+    yield
+    problems = []
+    for httpd in harness.created_httpds[first:]:
+        try:
+            httpd.stop()
+        except harness.HarnessError as e:
+            problems.append("%s: %s" % (httpd.root, e))
+        lines = httpd.unexpected_log_lines()
+        if lines:
+            problems.append("unexpected lines in %s:\n  %s"
+                            % (httpd.error_log_path, "\n  ".join(lines)))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def module_so():
+    """Path of mod_gwe_balancer.so: $GWB_MODULE, or built with
+    `make -f Makefile.apxs WERROR=-Werror` at the repo top (the Makefile's
+    own contract for tests: warnings are errors).  A failed build fails
+    every test that uses this fixture, with the compiler's output; pytest
+    caches the failure, so the build runs once per session."""
+    override = os.environ.get("GWB_MODULE")
+    if override:
+        if not os.path.isfile(override):
+            pytest.fail("GWB_MODULE=%s: no such file" % override,
+                        pytrace=False)
+        return os.path.abspath(override)
+    proc = subprocess.run(
+        ["make", "-f", "Makefile.apxs", "WERROR=-Werror"],
+        cwd=str(harness.REPO_DIR), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    output = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0 or not harness.MODULE_SO.is_file():
+        pytest.fail("building mod_gwe_balancer failed (make exit %d):\n%s"
+                    % (proc.returncode, output), pytrace=False)
+    return str(harness.MODULE_SO)
+
+
+@pytest.fixture
+def make_node(tmp_path):
+    """make_node(name, port=0, start=True, **kw) -> a Node (kw go to
+    harness.Node, e.g. script=...); all are stopped at teardown."""
+    made = []
+
+    def factory(name, port=0, start=True, **kw):
+        kw.setdefault("log_dir", tmp_path / "nodes")
+        node = harness.Node(name, port=port, **kw)
+        made.append(node)
+        if start:
+            node.start()
+        return node
+
+    yield factory
+    for node in reversed(made):
+        node.stop()
+
+
+@pytest.fixture
+def nodes(make_node):
+    """Three started nodes, GWE_Node_1..3."""
+    return [make_node("GWE_Node_%d" % i) for i in (1, 2, 3)]
+
+
+@pytest.fixture
+def httpd_factory(request, tmp_path, make_node):
+    """httpd_factory(gwe=False, **kw) -> a new harness.Httpd under tmp_path,
+    not started; kw go to harness.Httpd (module_path, loglevel, mpm,
+    modules); gwe=True loads the module_so fixture's module.
+
+    It depends on make_node only so that its teardown, which stops the
+    httpds, runs before the nodes are stopped: a member dying under a
+    running httpd could log errors (health checks) the test never caused."""
+    made = []
+
+    def factory(gwe=False, **kw):
+        if gwe:
+            kw["module_path"] = request.getfixturevalue("module_so")
+        httpd = harness.Httpd(tmp_path / ("httpd%d" % len(made)), **kw)
+        made.append(httpd)
+        return httpd
+
+    yield factory
+    for httpd in made:
+        httpd.stop()
