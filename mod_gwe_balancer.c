@@ -41,6 +41,15 @@
  * its redirect is usable, so the request goes to GWE_Node_2 as "redirect"
  * and BALANCER_ROUTE_CHANGED=1 tells the log that the route changed.
  *
+ * WebSocket
+ * ---------
+ * GWEBalancerWebSocket "balancer://gwe" "balancer://gwe-ws" hands every
+ * WebSocket upgrade aimed at the first balancer to the second, whose ws://
+ * members mod_proxy_wstunnel (or, from httpd 2.4.47, mod_proxy_http) can
+ * tunnel.  The handoff is a proxy pre_request hook that runs before
+ * mod_proxy_balancer's and only rewrites the URL, so the twin, also
+ * gwesticky, routes the upgrade by cookie with the same rules.
+ *
  * The cookie parser below is plain C with no httpd dependency, so that the
  * unit tests (test/unit) compile it on its own with GWB_PARSER_ONLY.
  */
@@ -264,10 +273,18 @@ module AP_MODULE_DECLARE_DATA gwe_balancer_module;
  * built-in sticky code, so existing LogFormats keep working. */
 #define GWB_ENV_DECISION "GWE_ROUTE_DECISION"
 
+/* GWEBalancerWebSocket: upgrades aimed at http_url go to ws_url. */
+typedef struct {
+    const char *http_url;   /* "balancer://gwe" */
+    const char *http_host;  /* "gwe": what a request URL is matched on */
+    const char *ws_url;     /* "balancer://gwe-ws" */
+} gwb_ws_handoff;
+
 typedef struct {
     apr_array_header_t *cookie_names;   /* of gwb_name; NULL: inherit */
     const proxy_balancer_method *fallback; /* NULL: weighted least busy */
     int fallback_set;
+    apr_array_header_t *ws_handoffs;    /* of gwb_ws_handoff; NULL: inherit */
 } gwb_server_conf;
 
 typedef struct {
@@ -519,6 +536,73 @@ static proxy_worker *gwb_find_worker(proxy_balancer *balancer,
     return chosen;
 }
 
+/* ------------------------------------------------------------------------
+ * WebSocket handoff.
+ * ------------------------------------------------------------------------ */
+
+#define GWB_BALANCER_PREFIX "balancer://"
+#define GWB_BALANCER_PREFIX_LEN (sizeof(GWB_BALANCER_PREFIX) - 1)
+
+static int gwb_is_websocket_upgrade(request_rec *r)
+{
+    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+    const char *connection = apr_table_get(r->headers_in, "Connection");
+
+    return upgrade && connection
+           && ap_find_token(r->pool, upgrade, "websocket")
+           && ap_find_token(r->pool, connection, "upgrade");
+}
+
+/* The handoff for a balancer:// URL, matched on the balancer's name (its
+ * host part), which httpd treats case-insensitively. */
+static const gwb_ws_handoff *gwb_handoff_for(const apr_array_header_t *all,
+                                             const char *url,
+                                             const char **path)
+{
+    const char *host = url + GWB_BALANCER_PREFIX_LEN;
+    size_t host_len = strcspn(host, "/");
+    int i;
+
+    for (i = 0; i < all->nelts; i++) {
+        const gwb_ws_handoff *h = &APR_ARRAY_IDX(all, i, gwb_ws_handoff);
+
+        if (strlen(h->http_host) == host_len
+            && ap_cstr_casecmpn(h->http_host, host, host_len) == 0) {
+            *path = host + host_len;
+            return h;
+        }
+    }
+    return NULL;
+}
+
+/* Runs before mod_proxy_balancer's pre_request: rewrites the balancer of a
+ * WebSocket upgrade and declines, so that mod_proxy_balancer then picks a
+ * member of the twin.  A request whose balancer is already chosen is a
+ * failover retry, and already aimed at the twin. */
+static int gwb_hand_off_websocket(proxy_worker **worker,
+                                  proxy_balancer **balancer,
+                                  request_rec *r, proxy_server_conf *pconf,
+                                  char **url)
+{
+    const gwb_server_conf *conf =
+        ap_get_module_config(r->server->module_config, &gwe_balancer_module);
+    const gwb_ws_handoff *handoff;
+    const char *path;
+
+    if (*balancer || !conf->ws_handoffs
+        || ap_cstr_casecmpn(*url, GWB_BALANCER_PREFIX,
+                            GWB_BALANCER_PREFIX_LEN) != 0
+        || !(handoff = gwb_handoff_for(conf->ws_handoffs, *url, &path))
+        || !gwb_is_websocket_upgrade(r)) {
+        return DECLINED;
+    }
+    *url = apr_pstrcat(r->pool, handoff->ws_url, path, NULL);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "GWB0203: WebSocket upgrade for %s handed to %s",
+                  handoff->http_url, handoff->ws_url);
+    return DECLINED;
+}
+
 /* Only the weighted round robin share restarts: busy counts requests in
  * flight, which other processes still hold. */
 static apr_status_t gwb_reset(proxy_balancer *balancer, server_rec *s)
@@ -639,6 +723,149 @@ static void gwb_check_balancers(server_rec *main_s, apr_pool_t *ptemp)
     }
 }
 
+/* The routes of a balancer's members, as a set. */
+static apr_hash_t *gwb_routes_of(proxy_balancer *balancer, apr_pool_t *p)
+{
+    apr_hash_t *routes = apr_hash_make(p);
+    int i;
+
+    for (i = 0; i < balancer->workers->nelts; i++) {
+        proxy_worker *w = APR_ARRAY_IDX(balancer->workers, i, proxy_worker *);
+
+        if (*w->s->route) {
+            apr_hash_set(routes, w->s->route, APR_HASH_KEY_STRING, "");
+        }
+    }
+    return routes;
+}
+
+/* The routes of one set missing from the other, comma separated. */
+static const char *gwb_missing_routes(apr_hash_t *have, apr_hash_t *want,
+                                      apr_pool_t *p)
+{
+    apr_hash_index_t *hi;
+    const char *missing = NULL;
+
+    for (hi = apr_hash_first(p, want); hi; hi = apr_hash_next(hi)) {
+        const char *route = apr_hash_this_key(hi);
+
+        if (!apr_hash_get(have, route, APR_HASH_KEY_STRING)) {
+            missing = missing ? apr_pstrcat(p, missing, ", ", route, NULL)
+                              : route;
+        }
+    }
+    return missing;
+}
+
+static void gwb_check_ws_members(server_rec *s, proxy_balancer *ws)
+{
+    int i;
+
+    for (i = 0; i < ws->workers->nelts; i++) {
+        proxy_worker *w = APR_ARRAY_IDX(ws->workers, i, proxy_worker *);
+
+        if (ap_cstr_casecmp(w->s->scheme, "ws") != 0
+            && ap_cstr_casecmp(w->s->scheme, "wss") != 0) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                         "GWB0105: %s takes WebSocket upgrades, but its "
+                         "member %s is not ws:// or wss://; write the "
+                         "node's address as ws://host:port/server",
+                         ws->s->name, w->s->name);
+        }
+    }
+}
+
+static void gwb_check_same_routes(server_rec *s, proxy_balancer *http,
+                                  proxy_balancer *ws, apr_pool_t *ptemp)
+{
+    apr_hash_t *http_routes = gwb_routes_of(http, ptemp);
+    apr_hash_t *ws_routes = gwb_routes_of(ws, ptemp);
+    const char *ws_lacks = gwb_missing_routes(ws_routes, http_routes, ptemp);
+    const char *http_lacks = gwb_missing_routes(http_routes, ws_routes,
+                                                ptemp);
+
+    if (ws_lacks || http_lacks) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "GWB0106: %s and its WebSocket balancer %s do not have "
+                     "the same routes (only in %s: %s; only in %s: %s), so "
+                     "some visitors' WebSockets land on another node than "
+                     "their pages; give both a member for every GWE node",
+                     http->s->name, ws->s->name, http->s->name,
+                     ws_lacks ? ws_lacks : "none", ws->s->name,
+                     http_lacks ? http_lacks : "none");
+    }
+}
+
+/* Each GWEBalancerWebSocket of a server: the WebSocket balancer must
+ * exist (startup fails otherwise), and should match its HTTP balancer. */
+static int gwb_check_handoffs(server_rec *s, apr_pool_t *ptemp)
+{
+    const gwb_server_conf *conf =
+        ap_get_module_config(s->module_config, &gwe_balancer_module);
+    proxy_server_conf *pconf =
+        ap_get_module_config(s->module_config, &proxy_module);
+    int i;
+
+    for (i = 0; i < conf->ws_handoffs->nelts; i++) {
+        const gwb_ws_handoff *h = &APR_ARRAY_IDX(conf->ws_handoffs, i,
+                                                 gwb_ws_handoff);
+        proxy_balancer *http = ap_proxy_get_balancer(ptemp, pconf,
+                                                     h->http_url, 0);
+        proxy_balancer *ws = ap_proxy_get_balancer(ptemp, pconf,
+                                                   h->ws_url, 0);
+
+        if (!ws) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         "GWB0002: GWEBalancerWebSocket names %s, which is "
+                         "not defined here; define it with <Proxy \"%s\"> "
+                         "and a ws:// member for every GWE node", h->ws_url,
+                         h->ws_url);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        gwb_check_ws_members(s, ws);
+        if (!gwb_is_ours(ws)) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                         "GWB0107: %s takes WebSocket upgrades but does not "
+                         "route by cookie; add ProxySet lbmethod=gwesticky",
+                         ws->s->name);
+        }
+        if (!http) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                         "GWB0108: GWEBalancerWebSocket names %s, which is "
+                         "not defined here, so nothing is handed to %s; "
+                         "name the balancer your ProxyPass uses",
+                         h->http_url, h->ws_url);
+            continue;
+        }
+        gwb_check_same_routes(s, http, ws, ptemp);
+    }
+    return OK;
+}
+
+/* Handoffs are checked where they are configured: in the main server, and
+ * in each virtual host that has its own. */
+static int gwb_check_all_handoffs(server_rec *main_s, apr_pool_t *ptemp)
+{
+    const gwb_server_conf *main_conf =
+        ap_get_module_config(main_s->module_config, &gwe_balancer_module);
+    server_rec *s;
+
+    for (s = main_s; s; s = s->next) {
+        const gwb_server_conf *conf =
+            ap_get_module_config(s->module_config, &gwe_balancer_module);
+        int rv;
+
+        if (!conf->ws_handoffs
+            || (s != main_s && conf->ws_handoffs == main_conf->ws_handoffs)) {
+            continue;
+        }
+        if ((rv = gwb_check_handoffs(s, ptemp)) != OK) {
+            return rv;
+        }
+    }
+    return OK;
+}
+
 static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp, server_rec *s)
 {
@@ -658,7 +885,7 @@ static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     gwb_check_balancers(s, ptemp);
-    return OK;
+    return gwb_check_all_handoffs(s, ptemp);
 }
 
 /* ------------------------------------------------------------------------
@@ -679,6 +906,8 @@ static void *gwb_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
                                            : base->cookie_names;
     conf->fallback_set = add->fallback_set || base->fallback_set;
     conf->fallback = add->fallback_set ? add->fallback : base->fallback;
+    conf->ws_handoffs = add->ws_handoffs ? add->ws_handoffs
+                                         : base->ws_handoffs;
     return conf;
 }
 
@@ -746,6 +975,57 @@ static const char *gwb_set_fallback(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+/* "balancer://NAME" without a trailing slash, or NULL. */
+static const char *gwb_balancer_url(apr_pool_t *p, const char *arg)
+{
+    size_t len = strlen(arg);
+
+    if (ap_cstr_casecmpn(arg, GWB_BALANCER_PREFIX, GWB_BALANCER_PREFIX_LEN)
+        != 0) {
+        return NULL;
+    }
+    while (len > GWB_BALANCER_PREFIX_LEN && arg[len - 1] == '/') {
+        --len;
+    }
+    if (len == GWB_BALANCER_PREFIX_LEN
+        || memchr(arg + GWB_BALANCER_PREFIX_LEN, '/',
+                  len - GWB_BALANCER_PREFIX_LEN)) {
+        return NULL;
+    }
+    return apr_pstrmemdup(p, arg, len);
+}
+
+static const char *gwb_set_websocket(cmd_parms *cmd, void *dummy,
+                                     const char *http_arg,
+                                     const char *ws_arg)
+{
+    gwb_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config,
+                             &gwe_balancer_module);
+    const char *http_url = gwb_balancer_url(cmd->pool, http_arg);
+    const char *ws_url = gwb_balancer_url(cmd->pool, ws_arg);
+    gwb_ws_handoff *handoff;
+
+    if (!http_url || !ws_url) {
+        return apr_psprintf(cmd->pool, "GWEBalancerWebSocket: '%s' is not "
+                            "a balancer URL; write balancer://NAME",
+                            http_url ? ws_arg : http_arg);
+    }
+    if (ap_cstr_casecmp(http_url, ws_url) == 0) {
+        return "GWEBalancerWebSocket: the WebSocket balancer must be "
+               "another balancer, with ws:// members";
+    }
+    if (!conf->ws_handoffs) {
+        conf->ws_handoffs = apr_array_make(cmd->pool, 1,
+                                           sizeof(gwb_ws_handoff));
+    }
+    handoff = apr_array_push(conf->ws_handoffs);
+    handoff->http_url = http_url;
+    handoff->http_host = http_url + GWB_BALANCER_PREFIX_LEN;
+    handoff->ws_url = ws_url;
+    return NULL;
+}
+
 static const command_rec gwb_cmds[] = {
     AP_INIT_ITERATE("GWEBalancerCookie", gwb_set_cookie, NULL, RSRC_CONF,
                     "Names of the cookies that carry a GWE route, in order "
@@ -753,14 +1033,22 @@ static const command_rec gwb_cmds[] = {
     AP_INIT_TAKE1("GWEBalancerFallback", gwb_set_fallback, NULL, RSRC_CONF,
                   "The lbmethod that places requests without a usable "
                   "route (default: weighted least busy)"),
+    AP_INIT_TAKE2("GWEBalancerWebSocket", gwb_set_websocket, NULL, RSRC_CONF,
+                  "An HTTP balancer and the balancer of ws:// members that "
+                  "takes its WebSocket upgrades"),
     { NULL }
 };
 
 static void gwb_register_hooks(apr_pool_t *p)
 {
+    static const char *const before_balancer[] = { "mod_proxy_balancer.c",
+                                                   NULL };
+
     ap_register_provider(p, PROXY_LBMETHOD, GWB_METHOD_NAME, "0",
                          &gwb_method);
     ap_hook_post_config(gwb_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    proxy_hook_pre_request(gwb_hand_off_websocket, NULL, before_balancer,
+                           APR_HOOK_FIRST);
 }
 
 AP_DECLARE_MODULE(gwe_balancer) = {
