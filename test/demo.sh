@@ -74,9 +74,9 @@ start_node GWE_Node_2 "$((node_port + 1))" "$root/run/node2.pid"
     -C "Define GWE_LOGS $root/logs" \
     -C "Define GWE_RUN $root/run" \
     -C "Define GWE_NODE_1_NAME GWE_Node_1" \
-    -C "Define GWE_NODE_1_URL http://127.0.0.1:$node_port" \
+    -C "Define GWE_NODE_1_ADDR 127.0.0.1:$node_port" \
     -C "Define GWE_NODE_2_NAME GWE_Node_2" \
-    -C "Define GWE_NODE_2_URL http://127.0.0.1:$((node_port + 1))" \
+    -C "Define GWE_NODE_2_ADDR 127.0.0.1:$((node_port + 1))" \
     -k start
 wait_for_port "$port"
 
@@ -90,6 +90,12 @@ GWE_Node_1 (port $node_port) and GWE_Node_2 (port $((node_port + 1))).  Try:
 
   # a visitor of GWE_Node_2 stays on GWE_Node_2
   curl -si -H 'Cookie: GWROUTEID=.GWE_Node_2' http://127.0.0.1:$port/server/about
+
+  # a WebSocket upgrade follows the cookie too (101 from GWE_Node_1)
+  curl -si -H 'Cookie: GWROUTEID=.GWE_Node_1' -H 'Connection: Upgrade' \
+       -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+       -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' --max-time 2 \
+       http://127.0.0.1:$port/server/cometd
 
   # the seed's misspelled cookie works too
   curl -si -H 'Cookie: GWEROUTEID=.GWE_Node_1' http://127.0.0.1:$port/server/about

@@ -787,6 +787,10 @@ class Httpd:
                 pid = self._read_pid()
                 if pid and not pid_alive(pid):
                     break
+                # A failure after detaching (post_config) leaves no pid
+                # file; httpd says so in error_log.
+                if "AH00020: Configuration Failed" in self.error_log():
+                    break
                 if pid and self._answers():
                     self.pid = pid
                     _started.append(self)

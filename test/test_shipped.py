@@ -48,7 +48,7 @@ class ShippedHttpd(harness.Httpd):
         }
         for i, node in enumerate(nodes, 1):
             self.defines["GWE_NODE_%d_NAME" % i] = node.name
-            self.defines["GWE_NODE_%d_URL" % i] = node.url
+            self.defines["GWE_NODE_%d_ADDR" % i] = "127.0.0.1:%d" % node.port
 
     def _cmd(self, *args):
         cmd = [harness.APACHE2, "-d", str(self.root), "-f", str(SHIPPED_CONF)]
@@ -109,6 +109,28 @@ def test_shipped_config_keeps_cometd_sessions(shipped):
             assert r.json()[0]["successful"] is True
 
 
+def test_shipped_config_keeps_cometd_sessions_over_websocket(shipped):
+    import asyncio
+    import json
+    from test_websocket import ws_talk
+    h, nodes = shipped
+
+    async def visitor(node):
+        cookie = "GWROUTEID=." + node.name
+        got, replies = await ws_talk(h.port, cookie, [
+            json.dumps([{"channel": "/meta/handshake"}])])
+        client_id = json.loads(replies[0])[0]["clientId"]
+        got, replies = await ws_talk(h.port, cookie, [json.dumps(
+            [{"channel": "/meta/connect", "clientId": client_id}])] * 5)
+        return got, [json.loads(r)[0]["successful"] for r in replies]
+
+    async def visitors():
+        return await asyncio.gather(*(visitor(nodes[i % 2])
+                                      for i in range(10)))
+    for i, (got, ok) in enumerate(asyncio.run(visitors())):
+        assert got == nodes[i % 2].name and ok == [True] * 5
+
+
 def test_shipped_config_fails_over_from_a_dead_node(shipped):
     h, nodes = shipped
     for rx in CONNECT_ERRORS:
@@ -130,6 +152,11 @@ def test_shipped_config_health_check_takes_a_node_out_and_back(shipped):
     # hcinterval=5, hcfails=2: out within about 10 s.
     wait_until(out_of_rotation, 20, interval=0.5,
                what="GWE_Node_2 to leave the rotation")
+    # Its WebSockets too: the ws:// twin checks the same isAlive.
+    from test_websocket import ws_node
+    wait_until(lambda: ws_node(h.port, "GWROUTEID=.GWE_Node_2") ==
+               "GWE_Node_1", 10, interval=0.5,
+               what="GWE_Node_2's WebSockets to go elsewhere")
     nodes[1].alive(True)
 
     def back():
