@@ -265,6 +265,10 @@ static void gwb_pick_route(const char *header, const gwb_name *names,
  * The lbmethod.
  * ------------------------------------------------------------------------ */
 
+/* The module's version: the one place it is written (debian/changelog is
+ * checked against it by the tests). */
+#define GWB_VERSION "0.1.0"
+
 #define GWB_METHOD_NAME "gwesticky"
 
 module AP_MODULE_DECLARE_DATA gwe_balancer_module;
@@ -884,6 +888,11 @@ static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "gwe_balancer_module");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    ap_add_version_component(pconf, "mod_gwe_balancer/" GWB_VERSION);
+    /* NOTICE is logged whatever the LogLevel: one line per (re)start. */
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                 "GWB0003: mod_gwe_balancer/" GWB_VERSION " (lbmethod "
+                 GWB_METHOD_NAME ") ready");
     gwb_check_balancers(s, ptemp);
     return gwb_check_all_handoffs(s, ptemp);
 }

@@ -571,3 +571,21 @@ def test_stickiness_checks_fail_without_gwesticky(gwe, nodes):
     assert cometd_visitors(h, 6, 5) < 30
     with pytest.raises(AssertionError):
         assert answers(h, route_cookie(nodes[1])) == ["GWE_Node_2"] * 10
+
+
+def test_version_at_startup_and_in_server_status(httpd_factory, nodes):
+    version = re.search(r'#define GWB_VERSION "([^"]+)"',
+                        open(__import__("harness").REPO_DIR /
+                             "mod_gwe_balancer.c").read()).group(1)
+    h = httpd_factory(gwe=True)
+    h.write_config("ServerTokens Full\n"
+                   '<Location "/server-status">\n'
+                   "    SetHandler server-status\n"
+                   "    Require ip 127.0.0.1\n"
+                   "</Location>\n" + balancer(nodes) + PROXYPASS)
+    h.start()
+    assert len(re.findall(r"\[gwe_balancer:notice\] .*GWB0003: "
+                          r"mod_gwe_balancer/%s " % re.escape(version),
+                          h.error_log())) == 1
+    status = http_get(h.port, "/server-status").text
+    assert "mod_gwe_balancer/" + version in status
