@@ -697,11 +697,41 @@ static void gwb_check_routes(server_rec *s, proxy_balancer *balancer,
     }
 }
 
+/* A ProxyPass in a virtual host naming a balancer that is defined only in
+ * the main server makes httpd define another, byrequests balancer of that
+ * name in the virtual host, which then takes its requests. */
+static void gwb_check_shadowing(server_rec *s, proxy_balancer *b,
+                                apr_hash_t *main_balancers)
+{
+    proxy_balancer *main_b = apr_hash_get(main_balancers, b->s->name,
+                                          APR_HASH_KEY_STRING);
+
+    if (main_b && main_b->lbmethod != b->lbmethod
+        && (gwb_is_ours(main_b) || gwb_is_ours(b))) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "GWB0109: %s in virtual host %s:%u uses lbmethod %s, "
+                     "but the main server's uses %s; put the <Proxy \"%s\"> "
+                     "block inside that <VirtualHost> too",
+                     b->s->name, s->server_hostname ? s->server_hostname : "*",
+                     s->addrs ? (unsigned)s->addrs->host_port : 0u,
+                     b->lbmethod ? b->lbmethod->name : "none",
+                     main_b->lbmethod ? main_b->lbmethod->name : "none",
+                     b->s->name);
+    }
+}
+
 /* Each virtual host holds its own copy of the balancers it inherits; the
- * copies share their member array, which identifies the <Proxy> section. */
+ * copies share their member array, which with the lbmethod identifies what
+ * is worth checking once. */
+typedef struct {
+    apr_array_header_t *workers;
+    const proxy_balancer_method *lbmethod;
+} gwb_balancer_key;
+
 static void gwb_check_balancers(server_rec *main_s, apr_pool_t *ptemp)
 {
     apr_hash_t *checked = apr_hash_make(ptemp);
+    apr_hash_t *main_balancers = apr_hash_make(ptemp);
     server_rec *s;
 
     for (s = main_s; s; s = s->next) {
@@ -713,15 +743,26 @@ static void gwb_check_balancers(server_rec *main_s, apr_pool_t *ptemp)
             proxy_balancer *b = &APR_ARRAY_IDX(pconf->balancers, i,
                                                proxy_balancer);
 
-            if (apr_hash_get(checked, &b->workers, sizeof(b->workers))) {
+            if (s == main_s) {
+                apr_hash_set(main_balancers, b->s->name, APR_HASH_KEY_STRING,
+                             b);
+            }
+            gwb_balancer_key key;
+
+            memset(&key, 0, sizeof(key));
+            key.workers = b->workers;
+            key.lbmethod = b->lbmethod;
+            if (apr_hash_get(checked, &key, sizeof(key))) {
                 continue;
             }
-            apr_hash_set(checked, apr_pmemdup(ptemp, &b->workers,
-                                              sizeof(b->workers)),
-                         sizeof(b->workers), b);
+            apr_hash_set(checked, apr_pmemdup(ptemp, &key, sizeof(key)),
+                         sizeof(key), b);
             gwb_check_sticky_name(s, b);
             if (gwb_is_ours(b)) {
                 gwb_check_routes(s, b, ptemp);
+            }
+            if (s != main_s) {
+                gwb_check_shadowing(s, b, main_balancers);
             }
         }
     }

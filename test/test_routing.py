@@ -589,3 +589,20 @@ def test_version_at_startup_and_in_server_status(httpd_factory, nodes):
                           h.error_log())) == 1
     status = http_get(h.port, "/server-status").text
     assert "mod_gwe_balancer/" + version in status
+
+
+def test_vhost_proxypass_to_a_main_server_balancer_is_warned(httpd_factory,
+                                                             nodes):
+    from harness import free_port
+    h = httpd_factory(gwe=True)
+    h.allow(r"GWB0109")
+    vport = free_port()
+    h.write_config(balancer(nodes) + PROXYPASS +
+                   '<VirtualHost 127.0.0.1:%d>\n'
+                   '    ProxyPass "/server" "balancer://gwe"\n'
+                   '</VirtualHost>\n' % vport, extra_listen=[vport])
+    h.start()
+    assert re.search(r"GWB0109: balancer://gwe in virtual host .*:%d uses "
+                     r"lbmethod byrequests, but the main server's uses "
+                     r"gwesticky; put the <Proxy \"balancer://gwe\"> block "
+                     r"inside that <VirtualHost> too" % vport, h.error_log())
