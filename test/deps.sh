@@ -3,8 +3,12 @@
 # the tests need.  Installs nothing when all of it is there already.
 set -eu
 
+# apache2 (the full package: a2enmod, a2dismod), dpkg-dev, debhelper,
+# build-essential, fakeroot and lintian: test/test_package.py builds the
+# Debian package, lints it and installs it.
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
-python3-pytest python3-websockets python3-h2"
+python3-pytest python3-websockets python3-h2 \
+apache2 dpkg-dev debhelper build-essential fakeroot lintian"
 
 missing=""
 for p in $PACKAGES; do
@@ -21,6 +25,15 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
+# Installing apache2 would start the system's apache2 service; a
+# policy-rc.d that denies every service action (as container images ship)
+# keeps it stopped.  Only if there is none, and only for this install.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT
+    printf '#!/bin/sh\n# test/deps.sh: no service starts while it installs\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+fi
 apt-get update -q
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing
