@@ -61,9 +61,13 @@
 #include "http_log.h"
 #include "http_request.h"
 #include "ap_provider.h"
+#include "apr_atomic.h"
 #include "apr_hash.h"
+#include "apr_optional_hooks.h"
+#include "apr_shm.h"
 #include "apr_strings.h"
 #include "mod_proxy.h"
+#include "mod_status.h"
 #endif
 
 #include <stddef.h>
@@ -277,11 +281,42 @@ module AP_MODULE_DECLARE_DATA gwe_balancer_module;
  * built-in sticky code, so existing LogFormats keep working. */
 #define GWB_ENV_DECISION "GWE_ROUTE_DECISION"
 
+/* What the counters count: one per routing decision, plus handoffs. */
+typedef enum {
+    GWB_C_STICKY, GWB_C_REDIRECT, GWB_C_FAILOVER, GWB_C_NOFAILOVER,
+    GWB_C_NEW, GWB_C_UNKNOWN, GWB_C_HANDOFF, GWB_N_COUNTERS
+} gwb_counter;
+
+static const char *const gwb_counter_names[GWB_N_COUNTERS] = {
+    "sticky", "redirect", "failover", "nofailover", "new", "unknown-route",
+    "websocket-handoff"
+};
+
+/* One row of counters, in shared memory: every child process and thread
+ * adds to it with atomic increments, so no count is lost and no lock is
+ * taken. */
+typedef struct {
+    apr_uint32_t n[GWB_N_COUNTERS];
+} gwb_counts;
+
+/* The counters of one balancer: a total row, then one row per member slot
+ * (worker->s->index), members added later in balancer-manager included. */
+typedef struct {
+    const apr_array_header_t *workers;  /* identifies the balancer */
+    proxy_balancer *balancer;           /* names and routes, for the page */
+    int member_rows;
+    gwb_counts *rows;                   /* rows[0]: total */
+} gwb_counter_block;
+
+/* Built at startup, read-only afterwards. */
+static apr_array_header_t *gwb_blocks;
+
 /* GWEBalancerWebSocket: upgrades aimed at http_url go to ws_url. */
 typedef struct {
     const char *http_url;   /* "balancer://gwe" */
     const char *http_host;  /* "gwe": what a request URL is matched on */
     const char *ws_url;     /* "balancer://gwe-ws" */
+    gwb_counter_block *counters;  /* the HTTP balancer's, set at startup */
 } gwb_ws_handoff;
 
 typedef struct {
@@ -317,6 +352,36 @@ static void gwb_names_of(const gwb_server_conf *conf,
     else {
         *names = gwb_default_names;
         *n_names = (int)(sizeof(gwb_default_names) / sizeof(gwb_name));
+    }
+}
+
+static gwb_counter_block *gwb_counters_of(const proxy_balancer *balancer)
+{
+    int i;
+
+    for (i = 0; gwb_blocks && i < gwb_blocks->nelts; i++) {
+        gwb_counter_block *block = &APR_ARRAY_IDX(gwb_blocks, i,
+                                                  gwb_counter_block);
+
+        if (block->workers == balancer->workers) {
+            return block;
+        }
+    }
+    return NULL;
+}
+
+/* Counts a decision in the balancer's total and in the row of the member
+ * it is about (NULL: none). */
+static void gwb_count(gwb_counter_block *block, const proxy_worker *about,
+                      gwb_counter which)
+{
+    if (!block) {
+        return;
+    }
+    apr_atomic_inc32(&block->rows[0].n[which]);
+    if (about && about->s->index >= 0
+        && about->s->index < block->member_rows) {
+        apr_atomic_inc32(&block->rows[1 + about->s->index].n[which]);
     }
 }
 
@@ -496,7 +561,8 @@ static proxy_worker *gwb_find_worker(proxy_balancer *balancer,
     gwb_lookup_ctx lc = { balancer, r };
     const gwb_name *names;
     gwb_route_pick pick;
-    proxy_worker *chosen;
+    proxy_worker *chosen = NULL, *about = NULL;
+    gwb_counter counter;
     const char *decision;
     int n_names;
 
@@ -507,35 +573,38 @@ static proxy_worker *gwb_find_worker(proxy_balancer *balancer,
     switch (pick.state) {
     case GWB_LIVE_ROUTE:
         chosen = pick.member;
-        decision = "sticky";
+        counter = GWB_C_STICKY;
         break;
     case GWB_STALE_ROUTE:
+        about = pick.member;
         if ((chosen = gwb_follow_redirect(&lc, pick.member))) {
-            decision = "redirect";
+            counter = GWB_C_REDIRECT;
         }
         else if (balancer->s->sticky_force) {
-            chosen = NULL;
-            decision = "nofailover";
+            counter = GWB_C_NOFAILOVER;
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
                           "GWB0202: %s: member for route %s is unusable and "
                           "the balancer has nofailover=On: answering 503",
-                          balancer->s->name,
-                          ((proxy_worker *)pick.member)->s->route);
+                          balancer->s->name, about->s->route);
         }
         else {
             chosen = gwb_fallback_choice(balancer, r, conf);
-            decision = "failover";
+            counter = GWB_C_FAILOVER;
         }
         break;
     case GWB_UNKNOWN_ROUTE:
         chosen = gwb_fallback_choice(balancer, r, conf);
-        decision = "unknown-route";
+        counter = GWB_C_UNKNOWN;
         break;
     default:
         chosen = gwb_fallback_choice(balancer, r, conf);
-        decision = "new";
+        counter = GWB_C_NEW;
         break;
     }
+    /* Sticky hits and new visitors count for the member that took them;
+     * redirects, failovers and refusals for the member the cookie named. */
+    gwb_count(gwb_counters_of(balancer), about ? about : chosen, counter);
+    decision = gwb_counter_names[counter];
     gwb_note_decision(r, balancer, &pick, names, decision, chosen);
     return chosen;
 }
@@ -601,10 +670,182 @@ static int gwb_hand_off_websocket(proxy_worker **worker,
         return DECLINED;
     }
     *url = apr_pstrcat(r->pool, handoff->ws_url, path, NULL);
+    gwb_count(handoff->counters, NULL, GWB_C_HANDOFF);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "GWB0203: WebSocket upgrade for %s handed to %s",
                   handoff->http_url, handoff->ws_url);
     return DECLINED;
+}
+
+/* ------------------------------------------------------------------------
+ * Counters: in shared memory, shown by mod_status (/server-status).
+ * ------------------------------------------------------------------------ */
+
+/* Member slots a balancer can have: its members plus those balancer-manager
+ * may add (growth=, or BalancerGrowth). */
+static int gwb_member_slots(const proxy_balancer *b,
+                            const proxy_server_conf *pconf)
+{
+    int growth = b->growth > pconf->bgrowth ? b->growth : pconf->bgrowth;
+
+    return b->workers->nelts + (growth > 0 ? growth : 0);
+}
+
+/* One block per balancer (the copies virtual hosts inherit share it), all
+ * in one anonymous shared memory segment that the children inherit.  A
+ * restart makes a new one: the counters count since the last (re)start. */
+static apr_status_t gwb_create_counters(server_rec *main_s, apr_pool_t *pconf)
+{
+    apr_size_t rows = 0;
+    apr_shm_t *shm;
+    apr_status_t rv;
+    gwb_counts *next;
+    server_rec *s;
+    int i;
+
+    gwb_blocks = apr_array_make(pconf, 4, sizeof(gwb_counter_block));
+    for (s = main_s; s; s = s->next) {
+        proxy_server_conf *proxy_conf =
+            ap_get_module_config(s->module_config, &proxy_module);
+
+        for (i = 0; i < proxy_conf->balancers->nelts; i++) {
+            proxy_balancer *b = &APR_ARRAY_IDX(proxy_conf->balancers, i,
+                                               proxy_balancer);
+            gwb_counter_block *block;
+
+            if (gwb_counters_of(b)) {
+                continue;
+            }
+            block = apr_array_push(gwb_blocks);
+            block->workers = b->workers;
+            block->balancer = b;
+            block->member_rows = gwb_member_slots(b, proxy_conf);
+            rows += 1 + block->member_rows;
+        }
+    }
+    if (!rows) {
+        return APR_SUCCESS;
+    }
+    rv = apr_shm_create(&shm, rows * sizeof(gwb_counts), NULL, pconf);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    next = apr_shm_baseaddr_get(shm);
+    memset(next, 0, rows * sizeof(gwb_counts));
+    for (i = 0; i < gwb_blocks->nelts; i++) {
+        gwb_counter_block *block = &APR_ARRAY_IDX(gwb_blocks, i,
+                                                  gwb_counter_block);
+
+        block->rows = next;
+        next += 1 + block->member_rows;
+    }
+    return APR_SUCCESS;
+}
+
+static const char *gwb_row_name(const gwb_counter_block *block, int row,
+                                apr_pool_t *p)
+{
+    int i;
+
+    for (i = 0; i < block->balancer->workers->nelts; i++) {
+        const proxy_worker *w = APR_ARRAY_IDX(block->balancer->workers, i,
+                                              proxy_worker *);
+
+        if (w->s->index == row - 1) {
+            return *w->s->route ? w->s->route : w->s->name;
+        }
+    }
+    return apr_psprintf(p, "slot %d", row - 1);
+}
+
+static int gwb_row_is_empty(const gwb_counts *row)
+{
+    int k;
+
+    for (k = 0; k < GWB_N_COUNTERS; k++) {
+        if (apr_atomic_read32((apr_uint32_t *)&row->n[k])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ?auto: one "key: value" line per counter, e.g.
+ * "GWEBalancer gwe GWE_Node_1 sticky: 12"; the route "*" is the total. */
+static void gwb_status_short(request_rec *r, const gwb_counter_block *block)
+{
+    const char *name = block->balancer->s->name;
+    int row, k;
+
+    if (!ap_cstr_casecmpn(name, GWB_BALANCER_PREFIX,
+                          GWB_BALANCER_PREFIX_LEN)) {
+        name += GWB_BALANCER_PREFIX_LEN;
+    }
+    for (row = 0; row <= block->member_rows; row++) {
+        if (row && gwb_row_is_empty(&block->rows[row])) {
+            continue;
+        }
+        for (k = 0; k < GWB_N_COUNTERS; k++) {
+            ap_rprintf(r, "GWEBalancer %s %s %s: %u\n", name,
+                       row ? gwb_row_name(block, row, r->pool) : "*",
+                       gwb_counter_names[k],
+                       apr_atomic_read32(&block->rows[row].n[k]));
+        }
+    }
+}
+
+static void gwb_status_table(request_rec *r, const gwb_counter_block *block)
+{
+    int row, k;
+
+    ap_rprintf(r, "<table border=\"1\"><tr><th>%s</th>",
+               ap_escape_html(r->pool, block->balancer->s->name));
+    for (k = 0; k < GWB_N_COUNTERS; k++) {
+        ap_rprintf(r, "<th>%s</th>", gwb_counter_names[k]);
+    }
+    ap_rputs("</tr>\n", r);
+    for (row = 1; row <= block->member_rows + 1; row++) {
+        int shown = row <= block->member_rows ? row : 0;  /* total last */
+
+        if (shown && gwb_row_is_empty(&block->rows[shown])) {
+            continue;
+        }
+        ap_rprintf(r, "<tr><td>%s</td>", shown
+                   ? ap_escape_html(r->pool, gwb_row_name(block, shown,
+                                                          r->pool))
+                   : "<b>all routes</b>");
+        for (k = 0; k < GWB_N_COUNTERS; k++) {
+            ap_rprintf(r, "<td>%u</td>",
+                       apr_atomic_read32(&block->rows[shown].n[k]));
+        }
+        ap_rputs("</tr>\n", r);
+    }
+    ap_rputs("</table>\n", r);
+}
+
+static int gwb_status_hook(request_rec *r, int flags)
+{
+    int i;
+
+    if (!gwb_blocks || !gwb_blocks->nelts) {
+        return OK;
+    }
+    if (!(flags & AP_STATUS_SHORT)) {
+        ap_rputs("<hr />\n<h2>GWE balancer routing decisions since start "
+                 "(mod_gwe_balancer/" GWB_VERSION ")</h2>\n", r);
+    }
+    for (i = 0; i < gwb_blocks->nelts; i++) {
+        const gwb_counter_block *block = &APR_ARRAY_IDX(gwb_blocks, i,
+                                                        gwb_counter_block);
+
+        if (flags & AP_STATUS_SHORT) {
+            gwb_status_short(r, block);
+        }
+        else {
+            gwb_status_table(r, block);
+        }
+    }
+    return OK;
 }
 
 /* Only the weighted round robin share restarts: busy counts requests in
@@ -845,15 +1086,15 @@ static void gwb_check_same_routes(server_rec *s, proxy_balancer *http,
  * exist (startup fails otherwise), and should match its HTTP balancer. */
 static int gwb_check_handoffs(server_rec *s, apr_pool_t *ptemp)
 {
-    const gwb_server_conf *conf =
+    gwb_server_conf *conf =
         ap_get_module_config(s->module_config, &gwe_balancer_module);
     proxy_server_conf *pconf =
         ap_get_module_config(s->module_config, &proxy_module);
     int i;
 
     for (i = 0; i < conf->ws_handoffs->nelts; i++) {
-        const gwb_ws_handoff *h = &APR_ARRAY_IDX(conf->ws_handoffs, i,
-                                                 gwb_ws_handoff);
+        gwb_ws_handoff *h = &APR_ARRAY_IDX(conf->ws_handoffs, i,
+                                           gwb_ws_handoff);
         proxy_balancer *http = ap_proxy_get_balancer(ptemp, pconf,
                                                      h->http_url, 0);
         proxy_balancer *ws = ap_proxy_get_balancer(ptemp, pconf,
@@ -867,6 +1108,7 @@ static int gwb_check_handoffs(server_rec *s, apr_pool_t *ptemp)
                          h->ws_url);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
+        h->counters = http ? gwb_counters_of(http) : NULL;
         gwb_check_ws_members(s, ws);
         if (!gwb_is_ours(ws)) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
@@ -914,6 +1156,8 @@ static int gwb_check_all_handoffs(server_rec *main_s, apr_pool_t *ptemp)
 static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp, server_rec *s)
 {
+    apr_status_t rv;
+
     /* The first of the two startup passes only tests the configuration. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
@@ -927,6 +1171,12 @@ static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "later) must be loaded for gwesticky: add LoadModule "
                      "proxy_module and proxy_balancer_module before "
                      "gwe_balancer_module");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if ((rv = gwb_create_counters(s, pconf)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "GWB0004: no shared memory for the routing counters; "
+                     "check the system's shared memory limits");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     ap_add_version_component(pconf, "mod_gwe_balancer/" GWB_VERSION);
@@ -1099,6 +1349,8 @@ static void gwb_register_hooks(apr_pool_t *p)
     ap_hook_post_config(gwb_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     proxy_hook_pre_request(gwb_hand_off_websocket, NULL, before_balancer,
                            APR_HOOK_FIRST);
+    APR_OPTIONAL_HOOK(ap, status_hook, gwb_status_hook, NULL, NULL,
+                      APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(gwe_balancer) = {
