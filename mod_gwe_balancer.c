@@ -71,6 +71,7 @@
 #endif
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------
@@ -401,41 +402,184 @@ static int gwb_route_equals(const char *member_route, const char *route,
     return strncmp(member_route, route, len) == 0 && member_route[len] == '\0';
 }
 
+/* ------------------------------------------------------------------------
+ * Route index: a lookup costs the same for 2 members or 256.
+ *
+ * Per process and balancer, an open-addressing table of (route hash,
+ * member), in lookup order: regular members before hot standbys.  The
+ * finder runs under the balancer's own thread lock (mod_proxy_balancer's
+ * find_best_worker()), which also guards the table, so no lock of ours is
+ * needed.  The table is rebuilt when this process's member list grew (a
+ * member added in balancer-manager), or when balancer-manager changed
+ * anything (gwb_generation, in shared memory, counts its requests); a hit
+ * is checked against the member's route as it is now.
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    apr_uint32_t hash;
+    proxy_worker *worker;       /* NULL: an empty slot */
+} gwb_index_slot;
+
+typedef struct {
+    const proxy_balancer *balancer;
+    gwb_index_slot *slots;      /* malloc'ed; size is a power of two */
+    apr_uint32_t mask;
+    int built_from;             /* balancer->workers->nelts, or -1 */
+    apr_uint32_t generation;
+} gwb_route_index;
+
+/* Built at startup (one per balancer struct), then owned by the finder. */
+static apr_array_header_t *gwb_indexes;
+/* In shared memory: bumped whenever balancer-manager may have changed a
+ * route. */
+static apr_uint32_t *gwb_generation;
+
+static apr_uint32_t gwb_hash(const char *route, size_t len)
+{
+    apr_uint32_t h = 2166136261u;    /* FNV-1a */
+
+    while (len--) {
+        h = (h ^ (unsigned char)*route++) * 16777619u;
+    }
+    return h;
+}
+
+static gwb_route_index *gwb_index_of(const proxy_balancer *balancer)
+{
+    int i;
+
+    for (i = 0; gwb_indexes && i < gwb_indexes->nelts; i++) {
+        gwb_route_index *index = &APR_ARRAY_IDX(gwb_indexes, i,
+                                                gwb_route_index);
+
+        if (index->balancer == balancer) {
+            return index;
+        }
+    }
+    return NULL;
+}
+
+static void gwb_index_add(gwb_route_index *index, proxy_worker *w)
+{
+    apr_uint32_t hash = gwb_hash(w->s->route, strlen(w->s->route));
+    apr_uint32_t at = hash & index->mask;
+
+    while (index->slots[at].worker) {
+        at = (at + 1) & index->mask;
+    }
+    index->slots[at].hash = hash;
+    index->slots[at].worker = w;
+}
+
+/* Returns 0 if there is no memory for the table: lookups then scan. */
+static int gwb_index_build(gwb_route_index *index,
+                           const proxy_balancer *balancer)
+{
+    const apr_array_header_t *workers = balancer->workers;
+    apr_uint32_t size = 8;
+    int standby, i;
+
+    while (size < 2 * (apr_uint32_t)workers->nelts) {
+        size *= 2;
+    }
+    free(index->slots);
+    index->built_from = -1;
+    if (!(index->slots = calloc(size, sizeof(gwb_index_slot)))) {
+        return 0;
+    }
+    index->mask = size - 1;
+    for (standby = 0; standby <= 1; standby++) {
+        for (i = 0; i < workers->nelts; i++) {
+            proxy_worker *w = APR_ARRAY_IDX(workers, i, proxy_worker *);
+
+            if (*w->s->route
+                && (PROXY_WORKER_IS_STANDBY(w) ? 1 : 0) == standby) {
+                gwb_index_add(index, w);
+            }
+        }
+    }
+    index->built_from = workers->nelts;
+    index->generation = apr_atomic_read32(gwb_generation);
+    return 1;
+}
+
+static gwb_route_index *gwb_current_index(const proxy_balancer *balancer)
+{
+    gwb_route_index *index = gwb_index_of(balancer);
+
+    if (!index) {
+        return NULL;
+    }
+    if (index->built_from != balancer->workers->nelts
+        || index->generation != apr_atomic_read32(gwb_generation)) {
+        if (!gwb_index_build(index, balancer)) {
+            return NULL;
+        }
+    }
+    return index;
+}
+
+/* Offers a member carrying the route to the lookup: the first usable one
+ * wins; else the first one is remembered. */
+static int gwb_offer(proxy_worker *w, request_rec *r, proxy_worker **first,
+                     int *usable)
+{
+    if (gwb_worker_usable(w, r)) {
+        *usable = 1;
+        *first = w;
+        return 1;
+    }
+    if (!*first) {
+        *first = w;
+    }
+    return 0;
+}
+
 /* The member carrying a route: a usable one if any, regular members before
- * hot standbys, as in httpd's find_route_worker().  The scan reads the
- * live member list, so members added or edited in balancer-manager count
- * from the next request on. */
+ * hot standbys, as in httpd's find_route_worker().  Without an index (no
+ * memory for one) it scans the live member list. */
 static void *gwb_lookup_member(void *ctx, const char *route, size_t len,
                                int *usable)
 {
     const gwb_lookup_ctx *lc = ctx;
     proxy_balancer *balancer = lc->balancer;
-    proxy_worker *unusable = NULL;
+    gwb_route_index *index;
+    proxy_worker *found = NULL;
     int standby, i;
 
     *usable = 0;
     if (len >= PROXY_WORKER_MAX_ROUTE_SIZE) {
         return NULL;  /* longer than any route= can be */
     }
+    if ((index = gwb_current_index(balancer))) {
+        apr_uint32_t hash = gwb_hash(route, len);
+        apr_uint32_t at;
+
+        for (at = hash & index->mask; index->slots[at].worker;
+             at = (at + 1) & index->mask) {
+            proxy_worker *w = index->slots[at].worker;
+
+            if (index->slots[at].hash == hash
+                && gwb_route_equals(w->s->route, route, len)
+                && gwb_offer(w, lc->r, &found, usable)) {
+                break;
+            }
+        }
+        return found;
+    }
     for (standby = 0; standby <= 1; standby++) {
         for (i = 0; i < balancer->workers->nelts; i++) {
             proxy_worker *w = APR_ARRAY_IDX(balancer->workers, i,
                                             proxy_worker *);
 
-            if ((PROXY_WORKER_IS_STANDBY(w) ? 1 : 0) != standby
-                || !gwb_route_equals(w->s->route, route, len)) {
-                continue;
-            }
-            if (gwb_worker_usable(w, lc->r)) {
-                *usable = 1;
-                return w;
-            }
-            if (!unusable) {
-                unusable = w;
+            if ((PROXY_WORKER_IS_STANDBY(w) ? 1 : 0) == standby
+                && gwb_route_equals(w->s->route, route, len)
+                && gwb_offer(w, lc->r, &found, usable)) {
+                return found;
             }
         }
     }
-    return unusable;
+    return found;
 }
 
 /* Follows redirect= from an unusable member, hop by hop, to a usable one;
@@ -1153,6 +1297,50 @@ static int gwb_check_all_handoffs(server_rec *main_s, apr_pool_t *ptemp)
     return OK;
 }
 
+/* An index per balancer struct (each virtual host's copy has its own lock,
+ * so its own index), and the shared generation counter. */
+static apr_status_t gwb_create_indexes(server_rec *main_s, apr_pool_t *pconf)
+{
+    apr_shm_t *shm;
+    apr_status_t rv;
+    server_rec *s;
+    int i;
+
+    rv = apr_shm_create(&shm, sizeof(apr_uint32_t), NULL, pconf);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    gwb_generation = apr_shm_baseaddr_get(shm);
+    *gwb_generation = 0;
+    gwb_indexes = apr_array_make(pconf, 4, sizeof(gwb_route_index));
+    for (s = main_s; s; s = s->next) {
+        proxy_server_conf *proxy_conf =
+            ap_get_module_config(s->module_config, &proxy_module);
+
+        for (i = 0; i < proxy_conf->balancers->nelts; i++) {
+            gwb_route_index *index = apr_array_push(gwb_indexes);
+
+            memset(index, 0, sizeof(*index));
+            index->balancer = &APR_ARRAY_IDX(proxy_conf->balancers, i,
+                                             proxy_balancer);
+            index->built_from = -1;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+/* balancer-manager can rename routes: after any request to it that may
+ * have changed something, every process rebuilds its route indexes. */
+static int gwb_note_manager_request(request_rec *r)
+{
+    if (gwb_generation && r->handler
+        && strcmp(r->handler, "balancer-manager") == 0
+        && (r->method_number == M_POST || r->args)) {
+        apr_atomic_inc32(gwb_generation);
+    }
+    return DECLINED;
+}
+
 static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp, server_rec *s)
 {
@@ -1173,9 +1361,11 @@ static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "gwe_balancer_module");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if ((rv = gwb_create_counters(s, pconf)) != APR_SUCCESS) {
+    if ((rv = gwb_create_counters(s, pconf)) != APR_SUCCESS
+        || (rv = gwb_create_indexes(s, pconf)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
-                     "GWB0004: no shared memory for the routing counters; "
+                     "GWB0004: no shared memory for the routing counters "
+                     "and indexes; "
                      "check the system's shared memory limits");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1351,6 +1541,8 @@ static void gwb_register_hooks(apr_pool_t *p)
                            APR_HOOK_FIRST);
     APR_OPTIONAL_HOOK(ap, status_hook, gwb_status_hook, NULL, NULL,
                       APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(gwb_note_manager_request, NULL, NULL,
+                            APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(gwe_balancer) = {
