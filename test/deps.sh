@@ -8,7 +8,8 @@ set -eu
 # Debian package, lints it and installs it.
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
 python3-pytest python3-websockets python3-h2 \
-apache2 dpkg-dev debhelper build-essential fakeroot lintian"
+apache2 dpkg-dev debhelper build-essential fakeroot lintian \
+chromium"
 
 missing=""
 for p in $PACKAGES; do
@@ -17,6 +18,11 @@ for p in $PACKAGES; do
         missing="$missing $p"
     fi
 done
+# Node and npm drive Chromium (test/browser): Debian's when the machine has
+# none (a machine may already have them from elsewhere, whose nodejs
+# conflicts with Debian's npm package).
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
