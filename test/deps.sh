@@ -3,13 +3,15 @@
 # the tests need.  Installs nothing when all of it is there already.
 set -eu
 
+# clang and libclang-rt-14-dev (libFuzzer and the sanitizer runtimes, which
+# clang only recommends): test/fuzz.
 # apache2 (the full package: a2enmod, a2dismod), dpkg-dev, debhelper,
 # build-essential, fakeroot and lintian: test/test_package.py builds the
 # Debian package, lints it and installs it.
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
 python3-pytest python3-websockets python3-h2 \
 apache2 dpkg-dev debhelper build-essential fakeroot lintian \
-chromium"
+chromium clang libclang-rt-14-dev"
 
 missing=""
 for p in $PACKAGES; do

@@ -598,6 +598,53 @@ GLOBAL_ALLOWED = [
 ]
 
 
+# The first line of a sanitizer's report written to stderr, which is
+# error_log once httpd runs: gcc's UBSan runtime writes there (it ignores
+# log_path when ASan is loaded too), and so would ASan with log_path=stderr.
+_SANITIZER = re.compile(r"==\d+==ERROR: \w+Sanitizer|"
+                        r"SUMMARY: \w+Sanitizer|: runtime error: ")
+
+
+def _sanitizer_block(lines, i):
+    """The report starting at lines[i] in a log: that line and those after
+    it up to the next httpd log line ("[..."), at most 120."""
+    block = [lines[i]]
+    for line in lines[i + 1:i + 120]:
+        if line.startswith("["):
+            break
+        block.append(line)
+    return block
+
+
+def sanitizer_preload():
+    """$GWB_APACHE_PRELOAD: the libraries (separated by blanks or colons)
+    that apache2, and only apache2, is started with in LD_PRELOAD, e.g. the
+    ASan and UBSan runtimes that a module built with -fsanitize needs loaded
+    before anything else (test/asan.sh sets it).  "" when not set: then
+    nothing here changes."""
+    return " ".join(os.environ.get("GWB_APACHE_PRELOAD", "")
+                    .replace(":", " ").split())
+
+
+def _sanitizer_report_dir(root):
+    """A new directory for the sanitizer reports of the httpd at root.
+    Not under root: pytest's tmp dirs are 0700 root, and ASan opens its
+    report file only when it has something to report, in a child that runs
+    as www-data.  Under $GWB_SANITIZER_DIR (test/asan.sh makes one per run)
+    or the system's temp dir; world-writable, as www-data writes there."""
+    base = Path(os.environ.get("GWB_SANITIZER_DIR")
+                or Path(tempfile.gettempdir())
+                / ("gwb-sanitizer-%d" % os.geteuid()))
+    base.mkdir(parents=True, exist_ok=True)
+    if base.stat().st_uid == os.geteuid():
+        os.chmod(base, 0o755)
+    path = Path(tempfile.mkdtemp(prefix="%s-%s-" % (root.parent.name,
+                                                    root.name),
+                                 dir=str(base)))
+    os.chmod(path, 0o777)
+    return path
+
+
 class Httpd:
     """One private httpd: its own ServerRoot (root_dir) with conf/, logs/,
     run/ (DefaultRuntimeDir, PidFile, mutexes), and its own port.
@@ -629,6 +676,10 @@ class Httpd:
         created_httpds.append(self)
         for sub in ("conf", "logs", "run"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # Where ASan and UBSan write their reports, under GWB_APACHE_PRELOAD
+        # (sanitizer_preload()); None otherwise.
+        self.sanitizer_dir = (_sanitizer_report_dir(self.root)
+                              if sanitizer_preload() else None)
 
     conf_path = property(lambda self: self.root / "conf" / "httpd.conf")
     pid_path = property(lambda self: self.root / "run" / "httpd.pid")
@@ -745,7 +796,8 @@ class Httpd:
         with open(out_path, "w+b") as out:
             rc = subprocess.call(self._cmd(*args), stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT,
-                                 timeout=timeout, env=_apache_env())
+                                 timeout=timeout,
+                                 env=_apache_env(self.sanitizer_dir))
             out.seek(0)
             return rc, out.read().decode(errors="replace")
 
@@ -958,15 +1010,64 @@ class Httpd:
 
     def unexpected_log_lines(self):
         """error_log lines of level warn or worse, or telling of a crashed
-        child, not matched by an allowed regex."""
+        child, not matched by an allowed regex; then, never allowed, error_log
+        lines of a sanitizer report and every sanitizer report file (see
+        sanitizer_reports()), each as one entry holding the whole report."""
         bad = []
-        for line in self.error_log().splitlines():
+        lines = self.error_log().splitlines()
+        skip_to = 0
+        for i, line in enumerate(lines):
+            if i < skip_to:
+                continue
+            if _SANITIZER.search(line):
+                block = _sanitizer_block(lines, i)
+                bad.append("\n".join(block))
+                skip_to = i + len(block)
+                continue
             if not (_BAD_LEVEL.search(line) or _CRASH.search(line)):
                 continue
             if any(rx.search(line) for rx in self._allowed):
                 continue
             bad.append(line)
+        for path, text in self.sanitizer_reports():
+            bad.append("sanitizer report %s:\n%s" % (path, text))
         return bad
+
+    def sanitizer_reports(self):
+        """[(path, text)]: the report files that ASan or UBSan wrote for
+        this httpd's processes (parent, children, apache2 -t and -k start)
+        under GWB_APACHE_PRELOAD, and the reports in the output of the last
+        apache2 command (logs/apache2.out)."""
+        reports = []
+        # gcc's UBSan runtime ignores log_path when ASan is loaded too, and
+        # writes to stderr: error_log for httpd, once it runs (see
+        # unexpected_log_lines()), and the output of apache2 itself before.
+        out_path = self.root / "logs" / "apache2.out"
+        try:
+            out = out_path.read_text(errors="replace").splitlines()
+        except OSError:
+            out = []
+        i = 0
+        while i < len(out):
+            if _SANITIZER.search(out[i]):
+                block = _sanitizer_block(out, i)
+                reports.append((str(out_path), "\n".join(block)))
+                i += len(block)
+            else:
+                i += 1
+        if not self.sanitizer_dir or not self.sanitizer_dir.is_dir():
+            return reports
+        for path in sorted(self.sanitizer_dir.iterdir()):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError as e:
+                text = "(unreadable: %s)" % e
+            lines = text.splitlines()
+            if len(lines) > 300:
+                lines = lines[:300] + ["... (%d more lines in %s)"
+                                       % (len(lines) - 300, path)]
+            reports.append((str(path), "\n".join(lines)))
+        return reports
 
     def _diagnostics(self, output):
         tail = "\n".join(self.error_log().splitlines()[-40:])
@@ -996,13 +1097,30 @@ def _empty_docroot():
     return path
 
 
-def _apache_env():
+def _apache_env(sanitizer_dir=None):
     """The environment for apache2: no APACHE_* variables from the caller,
-    so that nothing from Debian's envvars setup leaks into a private run."""
+    so that nothing from Debian's envvars setup leaks into a private run.
+
+    Under GWB_APACHE_PRELOAD (see sanitizer_preload()): LD_PRELOAD gets
+    those libraries first, and ASAN_OPTIONS and UBSAN_OPTIONS (the caller's,
+    passed through) end with log_path= in sanitizer_dir, so that every
+    report lands in a file of its own, asan.PID or ubsan.PID.  apache2 -k
+    start forks and detaches, and its children fork from it, all without
+    exec: they keep this environment, and the runtimes it preloads."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("APACHE_")}
     env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     env["LANG"] = "C"
+    preload = sanitizer_preload()
+    if preload:
+        env["LD_PRELOAD"] = " ".join(
+            filter(None, [preload, env.get("LD_PRELOAD", "")]))
+        if sanitizer_dir:
+            for var, prefix in (("ASAN_OPTIONS", "asan"),
+                                ("UBSAN_OPTIONS", "ubsan")):
+                env[var] = ":".join(filter(None, [
+                    env.get(var, ""),
+                    "log_path=%s" % (Path(sanitizer_dir) / prefix)]))
     return env
 
 

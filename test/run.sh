@@ -13,4 +13,6 @@ make -f Makefile.apxs WERROR=-Werror
 make -f Makefile.apxs unit WERROR=-Werror
 # The suite uses the module just built (GWB_MODULE), not a fresh build.
 export GWB_MODULE="$repo/.libs/mod_gwe_balancer.so"
-exec /usr/bin/python3 -m pytest -q -p no:cacheprovider test "$@"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider test "$@"
+# The whole suite again against an ASan + UBSan build of the module.
+bash test/asan.sh "$@"
