@@ -11,7 +11,7 @@ set -eu
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
 python3-pytest python3-websockets python3-h2 \
 apache2 dpkg-dev debhelper build-essential fakeroot lintian \
-chromium clang libclang-rt-14-dev"
+chromium clang libclang-rt-14-dev openssl apache2-utils"
 
 missing=""
 for p in $PACKAGES; do

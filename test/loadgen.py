@@ -3,8 +3,9 @@ cookie-carrying GETs through the balancer, each thread as one visitor of one
 node (or with no cookie), and record what came back.
 
 Like a browser or the CometD client, a visitor retries a failed idempotent
-GET once; both the first failures and the failures after that retry are
-counted, per phase.  Bounded: it stops when told to, or after max_seconds.
+GET, up to twice, after a short pause (CometD backs off likewise); both the
+first failures and the failures left after the retries are counted, per
+phase.  Bounded: it stops when told to, or after max_seconds.
 """
 
 import http.client
@@ -12,6 +13,12 @@ import threading
 import time
 
 from harness import http_get
+
+# A visitor's retries of a failed GET, and the pause before each: the time a
+# node just killed needs to be noticed by every httpd child holding a pooled
+# connection to it.
+RETRIES = 2
+RETRY_PAUSE = 0.2
 
 
 class Phase:
@@ -93,7 +100,11 @@ class LoadGenerator:
             first_failed = status != 200
             if first_failed:
                 first_status = status
-                status, answered = self._get(cookie)
+                for _ in range(RETRIES):
+                    time.sleep(RETRY_PAUSE)
+                    status, answered = self._get(cookie)
+                    if status == 200:
+                        break
             elapsed = time.monotonic() - began
             timed_out = (self.server_timeout is not None
                          and elapsed >= self.server_timeout)

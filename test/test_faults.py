@@ -6,8 +6,8 @@ While visitors of both nodes (and new visitors) keep sending GETs, node 2 is
 killed and restarted, shut (connection refused) and restarted, frozen
 (SIGSTOP: it accepts connections but never answers) and thawed, and made to
 fail its isAlive and recover.  Asserted: no misroute ever (a live node's
-visitors are always answered by that node), no error a visitor's single
-retry does not cover (except, once per visitor at most, the documented
+visitors are always answered by that node), no error a visitor's retries
+(two, 0.2 s apart) do not cover (except, once per visitor at most, the documented
 timeout=65 for requests already sent to the node when it froze: nothing
 can answer those sooner, and failontimeout then takes the node out), node 2
 back after retry=, no crashed child.  The report (pytest -s shows it) gives

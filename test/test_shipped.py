@@ -21,7 +21,9 @@ CONNECT_ERRORS = [r"AH00957", r"AH00959", r"AH01114", r"AH02454",
 class ShippedHttpd(harness.Httpd):
     """httpd running conf/gwe-balancer.conf itself, unchanged: what a user
     edits (the node block) and this machine's paths come as -C "Define"s,
-    which the file's defaults give way to."""
+    which the file's defaults give way to.  .defines: NAME -> value (None:
+    "Define NAME" alone, for <IfDefine NAME>); .directives: more -C
+    directives, given before the Defines (e.g. another Listen)."""
 
     # The shipped config answers only /server (and balancer-manager), so
     # readiness is a node's isAlive through the balancer.
@@ -40,6 +42,7 @@ class ShippedHttpd(harness.Httpd):
         for so in harness.MODULES_DIR.glob("*.so"):
             (modules / so.name).symlink_to(so)
         (modules / "mod_gwe_balancer.so").symlink_to(module_so)
+        self.directives = []
         self.defines = {
             "GWE_LISTEN": "127.0.0.1:%d" % self.port,
             "GWE_MODULES": str(modules),
@@ -51,9 +54,13 @@ class ShippedHttpd(harness.Httpd):
             self.defines["GWE_NODE_%d_ADDR" % i] = "127.0.0.1:%d" % node.port
 
     def _cmd(self, *args):
-        cmd = [harness.APACHE2, "-d", str(self.root), "-f", str(SHIPPED_CONF)]
+        cmd = [harness.APACHE2, "-d", str(self.root), "-f",
+               str(self.conf_path)]
+        for directive in self.directives:
+            cmd += ["-C", directive]
         for name, value in self.defines.items():
-            cmd += ["-C", "Define %s %s" % (name, value)]
+            cmd += ["-C", "Define %s" % name if value is None
+                    else "Define %s %s" % (name, value)]
         return cmd + list(args)
 
     def decisions(self):

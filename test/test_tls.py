@@ -1,0 +1,499 @@
+"""The shipped configuration's HTTPS front (conf/gwe-balancer.conf, section
+7), run as a user runs it: -D GWE_TLS (here -C "Define GWE_TLS") and the
+certificate Defines of section 2, with a throwaway self-signed certificate
+for 127.0.0.1 that every client here verifies (no -k, no CERT_NONE).
+
+Over HTTPS, HTTP/2 and wss:// each node's cookie reaches its node, and new
+visitors spread; the TLS virtual host and plain HTTP share one balancer
+(one state, one balancer-manager); only TLS 1.2 and 1.3 are offered; and
+the commented variant for nodes that serve HTTPS themselves (https:// and
+wss:// members, verified against their CA) works as written."""
+
+import asyncio
+import http.client
+import io
+import json
+import re
+import ssl
+import subprocess
+import tempfile
+import threading
+
+import pytest
+import websockets
+
+import harness
+from harness import BalancerManager, http_get, wait_until, worker_url
+from test_shipped import SHIPPED_CONF, ShippedHttpd
+
+# This machine's apache2 2.4.71 was built against OpenSSL 3.0.22 and runs
+# with an older libssl3 (3.0.19): mod_ssl warns so at every start.  About
+# the installation, not about the configuration.
+ENVIRONMENT_WARNINGS = [r"\[ssl:warn\].* AH01882: "]
+
+
+def make_cert(directory, name="127.0.0.1"):
+    """A throwaway self-signed certificate for the IP address name (in the
+    subjectAltName, which clients check for an IP, and the CN, which
+    httpd compares with ServerName and SSLProxyCheckPeerName uses); not a
+    CA (mod_ssl warns about a server certificate that is one).  Returns
+    (cert path, key path)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-days", "1", "-subj", "/CN=" + name,
+         "-addext", "subjectAltName=IP:" + name,
+         "-addext", "basicConstraints=critical,CA:FALSE",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, timeout=60)
+    return cert, key
+
+
+class TlsHttpd(ShippedHttpd):
+    """The shipped config with its HTTPS front on: GWE_TLS defined, the
+    certificate and key, HTTPS on 127.0.0.1:tls_port, and ServerName
+    127.0.0.1 (what the certificate names)."""
+
+    def __init__(self, root, module_so, nodes, cert, key):
+        super().__init__(root, module_so, nodes)
+        self.cert = cert
+        self.tls_port = harness.free_port()
+        self.defines.update({
+            "GWE_TLS": None,
+            "GWE_TLS_NAME": "127.0.0.1",
+            "GWE_TLS_CERT": str(cert),
+            "GWE_TLS_KEY": str(key),
+            "GWE_TLS_LISTEN": "127.0.0.1:%d" % self.tls_port,
+        })
+        for rx in ENVIRONMENT_WARNINGS:
+            self.allow(rx)
+
+    def context(self):
+        """A client TLS context that trusts only our certificate, and
+        checks that it names 127.0.0.1."""
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def https(self, method, path, body=None, cookie=None, headers=None):
+        conn = http.client.HTTPSConnection("127.0.0.1", self.tls_port,
+                                           context=self.context(),
+                                           timeout=10)
+        try:
+            headers = dict(headers or {}, Connection="close")
+            if cookie:
+                headers["Cookie"] = cookie
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return harness.Response(resp.status, resp.reason, resp.msg,
+                                    resp.read())
+        finally:
+            conn.close()
+
+    def https_get(self, path, cookie=None, headers=None):
+        return self.https("GET", path, cookie=cookie, headers=headers)
+
+    async def wss_talk(self, cookie=None, messages=("hello",),
+                       path="/server/cometd"):
+        """Open a wss:// WebSocket, send each message; return (the node
+        that answered the 101, the replies)."""
+        headers = {"Cookie": cookie} if cookie else None
+        async with websockets.connect(
+                "wss://127.0.0.1:%d%s" % (self.tls_port, path),
+                ssl=self.context(), extra_headers=headers, compression=None,
+                open_timeout=10, ping_interval=None) as ws:
+            replies = []
+            for message in messages:
+                await ws.send(message)
+                replies.append(await asyncio.wait_for(ws.recv(), 10))
+            return ws.response_headers.get("X-GWE-Node"), replies
+
+    def wss_node(self, cookie=None):
+        node, replies = asyncio.run(self.wss_talk(cookie))
+        assert replies == ["%s:hello" % node]
+        return node
+
+    def h2_get(self, path, cookies=(), timeout=10):
+        """GET over HTTP/2 in TLS (ALPN h2), by curl, verifying the
+        certificate; each item of cookies is sent as its own cookie field.
+        Returns a harness.Response whose .version is curl's "2"."""
+        cmd = ["curl", "--http2", "--silent", "--show-error",
+               "--cacert", str(self.cert), "--max-time", str(timeout),
+               "--dump-header", "-", "--write-out", "\n%{http_version}"]
+        for c in cookies:
+            cmd += ["-H", "cookie: " + c]
+        with tempfile.NamedTemporaryFile(prefix="h2-body-") as body_file:
+            cmd += ["--output", body_file.name,
+                    "https://127.0.0.1:%d%s" % (self.tls_port, path)]
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE,
+                                  timeout=timeout + 5)
+            if proc.returncode != 0:
+                raise harness.HarnessError("curl exited %d: %s" % (
+                    proc.returncode, proc.stderr.decode(errors="replace")))
+            body = body_file.read()
+        head, version = proc.stdout.decode("latin-1").rsplit("\n", 1)
+        status_line, *lines = head.strip("\r\n").split("\r\n\r\n")[-1] \
+            .split("\r\n")
+        msg = http.client.parse_headers(io.BytesIO(
+            "\r\n".join(lines + ["", ""]).encode("latin-1")))
+        return harness.Response(int(status_line.split()[1]), "", msg, body,
+                                version.strip())
+
+
+@pytest.fixture
+def cert(tmp_path):
+    return make_cert(tmp_path / "tls")
+
+
+@pytest.fixture
+def tls(tmp_path, module_so, make_node, cert):
+    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
+    h = TlsHttpd(tmp_path / "shipped", module_so, nodes, *cert)
+    h.start()
+    yield h, nodes
+    h.stop()
+
+
+# ---------------------------------------------------------------------------
+
+def test_tls_config_parses_with_its_defaults(tmp_path, module_so, cert):
+    """Section 7 as printed: HTTPS on *:443 (GWE_TLS_LISTEN's default) and
+    the example nodes; only the certificate paths and this machine's
+    paths given.  apache2 -t binds nothing."""
+    h = ShippedHttpd(tmp_path / "asprinted", module_so, [])
+    h.defines.update({"GWE_TLS": None, "GWE_TLS_CERT": str(cert[0]),
+                      "GWE_TLS_KEY": str(cert[1])})
+    rc, out = h.configtest()
+    assert rc == 0 and "Syntax OK" in out, out
+
+
+def test_https_routes_by_cookie(tls):
+    h, nodes = tls
+    for node in nodes:
+        for cookie in ["GWROUTEID=." + node.name,
+                       'GWROUTEID=".%s"' % node.name,
+                       "GWEROUTEID=." + node.name,
+                       "other=1; GWROUTEID=.%s; more=2" % node.name]:
+            r = h.https_get("/server/about", cookie=cookie)
+            assert r.status == 200 and r.node == node.name, cookie
+    new = [h.https_get("/server/about").node for _ in range(6)]
+    assert sorted(new) == ["GWE_Node_1"] * 3 + ["GWE_Node_2"] * 3
+    wait_until(lambda: len(h.decisions()) >= 14, 5, what="14 log lines")
+    assert h.decisions() == ["sticky"] * 8 + ["new"] * 6
+
+
+def test_https_keeps_cometd_sessions(tls):
+    h, nodes = tls
+    for _ in range(4):
+        r = h.https("POST", "/server/cometd/handshake",
+                    body=json.dumps([{"channel": "/meta/handshake"}]))
+        client_id = r.json()[0]["clientId"]
+        cookie = r.set_cookies[0].split(";")[0]
+        for _ in range(3):
+            r = h.https("POST", "/server/cometd/connect", cookie=cookie,
+                        body=json.dumps([{"channel": "/meta/connect",
+                                          "clientId": client_id}]))
+            assert r.json()[0]["successful"] is True
+
+
+def test_wss_routes_by_cookie(tls):
+    h, nodes = tls
+    for node in nodes:
+        for cookie in ["GWROUTEID=." + node.name,
+                       'GWEROUTEID=".%s"' % node.name]:
+            assert h.wss_node(cookie) == node.name
+    new = [h.wss_node() for _ in range(6)]
+    assert sorted(new) == ["GWE_Node_1"] * 3 + ["GWE_Node_2"] * 3
+
+
+def test_wss_keeps_cometd_sessions(tls):
+    h, nodes = tls
+
+    async def visitor(node):
+        cookie = "GWROUTEID=." + node.name
+        got, replies = await h.wss_talk(cookie, [
+            json.dumps([{"channel": "/meta/handshake"}])])
+        client_id = json.loads(replies[0])[0]["clientId"]
+        got, replies = await h.wss_talk(cookie, [json.dumps(
+            [{"channel": "/meta/connect", "clientId": client_id}])] * 5)
+        return got, [json.loads(r)[0]["successful"] for r in replies]
+
+    async def visitors():
+        return await asyncio.gather(*(visitor(nodes[i % 2])
+                                      for i in range(6)))
+    for i, (got, ok) in enumerate(asyncio.run(visitors())):
+        assert got == nodes[i % 2].name and ok == [True] * 5
+
+
+def test_http2_routes_by_cookie(tls):
+    h, nodes = tls
+    for node in nodes:
+        r = h.h2_get("/server/about", ["GWROUTEID=." + node.name])
+        assert (r.version, r.status, r.node) == ("2", 200, node.name)
+        # Browsers send HTTP/2 cookies as separate fields ("crumbs").
+        r = h.h2_get("/server/about", ["a=1", "GWROUTEID=." + node.name,
+                                       "b=2"])
+        assert (r.version, r.status, r.node) == ("2", 200, node.name)
+    new = [h.h2_get("/server/about").node for _ in range(4)]
+    assert sorted(new) == ["GWE_Node_1"] * 2 + ["GWE_Node_2"] * 2
+    # Plain HTTP offers no h2c: curl stays on HTTP/1.1 there.
+    out = subprocess.run(
+        ["curl", "--http2", "-sS", "-o", "/dev/null", "-w",
+         "%{http_version}", "http://127.0.0.1:%d/server/about" % h.port],
+        stdout=subprocess.PIPE, timeout=15).stdout.decode()
+    assert out == "1.1"
+
+
+def test_https_and_http_share_one_balancer(tls):
+    """The TLS virtual host holds no mod_proxy directive, so it uses the
+    main server's balancers themselves: one shared state, not a copy."""
+    h, nodes = tls
+    manager = BalancerManager(h.port)
+
+    def snames(page):
+        return re.findall(r"</a> \[(\w+)\]</h3>", page)
+    tls_page = h.https_get("/balancer-manager", headers={
+        "Referer": "https://127.0.0.1:%d/balancer-manager" % h.tls_port})
+    assert tls_page.status == 200
+    assert snames(tls_page.text) == snames(manager.page())
+    assert len(snames(tls_page.text)) == 2
+
+    # Drained over plain HTTP: HTTPS visitors see it at once.
+    manager.drain("gwe", worker_url(nodes[0]))
+    assert {h.https_get("/server/about").node for _ in range(4)} == \
+        {"GWE_Node_2"}
+    assert h.https_get("/server/about",
+                       cookie="GWROUTEID=.GWE_Node_1").node == "GWE_Node_1"
+    manager.drain("gwe", worker_url(nodes[0]), on=False)
+
+    # Nodes learn the visitor's scheme.
+    assert h.https_get("/server/headers").json()[
+        "X-Forwarded-Proto"] == "https"
+    assert http_get(h.port, "/server/headers").json()[
+        "X-Forwarded-Proto"] == "http"
+    # server-status answers loopback over HTTPS too.
+    assert h.https_get("/server-status?auto").status == 200
+
+
+@pytest.mark.parametrize("version,offered", [
+    ("-tls1_3", True), ("-tls1_2", True), ("-tls1_1", False),
+    ("-tls1", False)])
+def test_tls_versions(tls, version, offered):
+    """TLS 1.2 and 1.3 only.  The client allows every cipher
+    (SECLEVEL=0), so a refusal is the server's."""
+    h, nodes = tls
+    proc = subprocess.run(
+        ["openssl", "s_client", "-brief", "-connect",
+         "127.0.0.1:%d" % h.tls_port, "-CAfile", str(h.cert),
+         "-verify_return_error", version, "-cipher", "DEFAULT@SECLEVEL=0"],
+        input=b"", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        timeout=30)
+    out = proc.stdout.decode(errors="replace")
+    if offered:
+        assert proc.returncode == 0 and "Verification: OK" in out, out
+    else:
+        assert proc.returncode != 0 and "alert protocol version" in out, out
+
+
+# ---------------------------------------------------------------------------
+# Nodes that serve HTTPS themselves: the commented variant of section 6.
+
+class TlsFront:
+    """TLS on a port of 127.0.0.1 in front of a demo node's plain port: a
+    GWE node that serves HTTPS (and wss://) itself.  asyncio, in a thread
+    of its own."""
+
+    def __init__(self, node, cert, key):
+        self.node = node
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.loop = asyncio.new_event_loop()
+        self.port = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,),
+                                       daemon=True)
+        self.thread.start()
+        if not ready.wait(10):
+            raise harness.HarnessError("TLS front did not start")
+
+    @property
+    def name(self):
+        return self.node.name
+
+    def _run(self, ready):
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(
+            self._client, "127.0.0.1", 0, ssl=self.ctx))
+        self.port = self.server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+
+    async def _client(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.node.port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src, dst):
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                dst.close()
+        await asyncio.gather(pipe(reader, up_writer),
+                             pipe(up_reader, writer))
+
+    def stop(self):
+        async def close():
+            self.server.close()
+            await self.server.wait_closed()
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class TlsMembersHttpd(TlsHttpd):
+    """The shipped config with section 6's commented variant applied, as
+    its comment says: https:// and wss:// members, and the SSLProxy lines
+    uncommented, naming ca as the nodes' CA."""
+
+    conf_path = property(lambda self: self.root / "tls-members.conf")
+
+    def __init__(self, root, module_so, fronts, cert, key, ca):
+        super().__init__(root, module_so, fronts, cert, key)
+        text = SHIPPED_CONF.read_text()
+        for scheme, tls_scheme in (("http", "https"), ("ws", "wss")):
+            old = 'BalancerMember "%s://${GWE_NODE_' % scheme
+            assert text.count(old) == 2
+            text = text.replace(old, 'BalancerMember "%s://${GWE_NODE_'
+                                % tls_scheme)
+        for line in ("SSLProxyEngine on", "SSLProxyVerify require",
+                     "SSLProxyCheckPeerName on"):
+            assert text.count("\n#%s\n" % line) == 1
+            text = text.replace("\n#%s\n" % line, "\n%s\n" % line)
+        text, n = re.subn(r"^#SSLProxyCACertificateFile \S+$",
+                          "SSLProxyCACertificateFile " + str(ca), text,
+                          flags=re.M)
+        assert n == 1
+        self.conf_path.write_text(text)
+
+
+def test_https_and_wss_members(tmp_path, module_so, make_node, cert):
+    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
+    # The nodes' certificate, self-signed: the config names it as their
+    # CA, and httpd checks that it signed what each node presents.
+    node_cert = make_cert(tmp_path / "node-tls")
+    fronts = [TlsFront(node, *node_cert) for node in nodes]
+    try:
+        h = TlsMembersHttpd(tmp_path / "shipped", module_so, fronts,
+                            *cert, ca=node_cert[0])
+        h.start()
+        try:
+            for node in nodes:
+                cookie = "GWROUTEID=." + node.name
+                assert http_get(h.port, "/server/about",
+                                cookie=cookie).node == node.name
+                assert h.https_get("/server/about",
+                                   cookie=cookie).node == node.name
+                assert h.wss_node(cookie) == node.name
+            assert sorted(h.https_get("/server/about").node
+                          for _ in range(4)) == \
+                ["GWE_Node_1"] * 2 + ["GWE_Node_2"] * 2
+            members = BalancerManager(h.port).status()
+            assert sorted(members["gwe"]["members"]) == sorted(
+                "https://127.0.0.1:%d/server" % f.port for f in fronts)
+            assert sorted(members["gwe-ws"]["members"]) == sorted(
+                "wss://127.0.0.1:%d/server" % f.port for f in fronts)
+            # The health checks pass over TLS: a node failing its isAlive
+            # leaves, and comes back.
+            nodes[1].alive(False)
+            wait_until(lambda: h.https_get(
+                "/server/about", cookie="GWROUTEID=.GWE_Node_2").node ==
+                "GWE_Node_1", 20, interval=0.5, what="GWE_Node_2 out")
+            nodes[1].alive(True)
+            wait_until(lambda: h.https_get(
+                "/server/about", cookie="GWROUTEID=.GWE_Node_2").node ==
+                "GWE_Node_2", 20, interval=0.5, what="GWE_Node_2 back")
+        finally:
+            h.stop()
+    finally:
+        for front in fronts:
+            front.stop()
+
+
+def test_tls_members_are_verified(tmp_path, module_so, make_node, cert):
+    """SSLProxyVerify require: nodes whose certificate the configured CA
+    did not sign get no request: the handshake fails, and the visitor gets
+    500 (Proxy Error) once every member failed."""
+    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
+    stranger = make_cert(tmp_path / "stranger-tls")
+    fronts = [TlsFront(node, *stranger) for node in nodes]
+    try:
+        # The config names another CA than `stranger`.
+        h = TlsMembersHttpd(tmp_path / "shipped", module_so, fronts, *cert,
+                            ca=cert[0])
+        for rx in [r"AH02039: Certificate Verification: Error",
+                   r"AH00898: Error during SSL Handshake with remote server",
+                   r"AH01084: pass request body failed",
+                   r"AH01097: pass request body failed"]:
+            h.allow(rx)
+        h.start()
+        try:
+            r = http_get(h.port, "/server/about",
+                         cookie="GWROUTEID=.GWE_Node_1")
+            assert r.status == 500 and r.node is None
+            assert "AH02039: Certificate Verification: Error (18): " \
+                "self-signed certificate" in h.error_log()
+            assert [n.stats()["requests"] for n in nodes] == [0, 0]
+        finally:
+            h.stop()
+    finally:
+        for front in fronts:
+            front.stop()
+
+
+class RedirectHttpd(TlsHttpd):
+    """The shipped config with its commented plain-HTTP-to-HTTPS redirect
+    uncommented, as the comment says."""
+
+    conf_path = property(lambda self: self.root / "redirect.conf")
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        text = SHIPPED_CONF.read_text()
+        lines = ["LoadModule rewrite_module ${GWE_MODULES}/mod_rewrite.so",
+                 "RewriteEngine On", "RewriteCond %{HTTPS} !=on"]
+        for line in lines:
+            assert text.count("\n#%s\n" % line) == 1, line
+            text = text.replace("\n#%s\n" % line, "\n%s\n" % line)
+        text, n = re.subn(r"^#(RewriteRule .*)$", r"\1", text, flags=re.M)
+        assert n == 1
+        self.conf_path.write_text(text)
+
+
+def test_commented_redirect_to_https(tmp_path, module_so, make_node, cert):
+    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
+    h = RedirectHttpd(tmp_path / "shipped", module_so, nodes, *cert)
+    h.READY_PATH = "/server-status"
+    h.start()
+    r = http_get(h.port, "/server/about?x=1&y=2",
+                 cookie="GWROUTEID=.GWE_Node_2")
+    assert r.status == 301 and r.node is None
+    assert r.headers["Location"] == "https://127.0.0.1/server/about?x=1&y=2"
+    r = h.https_get("/server/about?x=1", cookie="GWROUTEID=.GWE_Node_2")
+    assert r.status == 200 and r.node == "GWE_Node_2"
+    assert h.wss_node("GWROUTEID=.GWE_Node_1") == "GWE_Node_1"
+    # The admin pages stay on plain HTTP, for loopback.
+    assert BalancerManager(h.port).status()["gwe"]["lbmethod"] == \
+        "gwesticky"
+    assert http_get(h.port, "/server-status?auto").status == 200
