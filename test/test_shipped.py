@@ -159,6 +159,9 @@ def test_shipped_config_health_check_takes_a_node_out_and_back(shipped):
     # hcinterval=5, hcfails=2: out within about 10 s.
     wait_until(out_of_rotation, 20, interval=0.5,
                what="GWE_Node_2 to leave the rotation")
+    # New visitors avoid it.
+    assert {http_get(h.port, "/server/about").node
+            for _ in range(6)} == {"GWE_Node_1"}
     # Its WebSockets too: the ws:// twin checks the same isAlive.
     from test_websocket import ws_node
     wait_until(lambda: ws_node(h.port, "GWROUTEID=.GWE_Node_2") ==
@@ -170,6 +173,9 @@ def test_shipped_config_health_check_takes_a_node_out_and_back(shipped):
         r = http_get(h.port, "/server/about", cookie="GWROUTEID=.GWE_Node_2")
         return r.node == "GWE_Node_2"
     wait_until(back, 20, interval=0.5, what="GWE_Node_2 to come back")
+    # And takes new visitors again.
+    assert "GWE_Node_2" in {http_get(h.port, "/server/about").node
+                            for _ in range(6)}
 
 
 def test_shipped_balancer_manager_from_loopback(shipped):
