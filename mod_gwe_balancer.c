@@ -825,6 +825,29 @@ static int gwb_hand_off_websocket(proxy_worker **worker,
  * Counters: in shared memory, shown by mod_status (/server-status).
  * ------------------------------------------------------------------------ */
 
+/* Calls fn for every balancer of every server, in server order (main
+ * server first); each virtual host holds its own copies of the balancers it
+ * inherits. */
+typedef void gwb_balancer_fn(server_rec *s, proxy_server_conf *proxy_conf,
+                             proxy_balancer *balancer, void *baton);
+
+static void gwb_each_balancer(server_rec *main_s, gwb_balancer_fn *fn,
+                              void *baton)
+{
+    server_rec *s;
+    int i;
+
+    for (s = main_s; s; s = s->next) {
+        proxy_server_conf *proxy_conf =
+            ap_get_module_config(s->module_config, &proxy_module);
+
+        for (i = 0; i < proxy_conf->balancers->nelts; i++) {
+            fn(s, proxy_conf, &APR_ARRAY_IDX(proxy_conf->balancers, i,
+                                             proxy_balancer), baton);
+        }
+    }
+}
+
 /* Member slots a balancer can have: its members plus those balancer-manager
  * may add (growth=, or BalancerGrowth). */
 static int gwb_member_slots(const proxy_balancer *b,
@@ -838,35 +861,34 @@ static int gwb_member_slots(const proxy_balancer *b,
 /* One block per balancer (the copies virtual hosts inherit share it), all
  * in one anonymous shared memory segment that the children inherit.  A
  * restart makes a new one: the counters count since the last (re)start. */
+static void gwb_add_counter_block(server_rec *s,
+                                  proxy_server_conf *proxy_conf,
+                                  proxy_balancer *b, void *baton)
+{
+    apr_size_t *rows = baton;
+    gwb_counter_block *block;
+
+    if (gwb_counters_of(b)) {
+        return;
+    }
+    block = apr_array_push(gwb_blocks);
+    block->workers = b->workers;
+    block->balancer = b;
+    block->member_rows = gwb_member_slots(b, proxy_conf);
+    block->rows = NULL;
+    *rows += 1 + block->member_rows;
+}
+
 static apr_status_t gwb_create_counters(server_rec *main_s, apr_pool_t *pconf)
 {
     apr_size_t rows = 0;
     apr_shm_t *shm;
     apr_status_t rv;
     gwb_counts *next;
-    server_rec *s;
     int i;
 
     gwb_blocks = apr_array_make(pconf, 4, sizeof(gwb_counter_block));
-    for (s = main_s; s; s = s->next) {
-        proxy_server_conf *proxy_conf =
-            ap_get_module_config(s->module_config, &proxy_module);
-
-        for (i = 0; i < proxy_conf->balancers->nelts; i++) {
-            proxy_balancer *b = &APR_ARRAY_IDX(proxy_conf->balancers, i,
-                                               proxy_balancer);
-            gwb_counter_block *block;
-
-            if (gwb_counters_of(b)) {
-                continue;
-            }
-            block = apr_array_push(gwb_blocks);
-            block->workers = b->workers;
-            block->balancer = b;
-            block->member_rows = gwb_member_slots(b, proxy_conf);
-            rows += 1 + block->member_rows;
-        }
-    }
+    gwb_each_balancer(main_s, gwb_add_counter_block, &rows);
     if (!rows) {
         return APR_SUCCESS;
     }
@@ -1113,44 +1135,49 @@ typedef struct {
     const proxy_balancer_method *lbmethod;
 } gwb_balancer_key;
 
+typedef struct {
+    server_rec *main_s;
+    apr_pool_t *ptemp;
+    apr_hash_t *checked;         /* of gwb_balancer_key */
+    apr_hash_t *main_balancers;  /* name -> the main server's balancer */
+} gwb_check_ctx;
+
+static void gwb_check_balancer(server_rec *s, proxy_server_conf *proxy_conf,
+                               proxy_balancer *b, void *baton)
+{
+    gwb_check_ctx *ctx = baton;
+    gwb_balancer_key key;
+
+    if (s == ctx->main_s) {
+        apr_hash_set(ctx->main_balancers, b->s->name, APR_HASH_KEY_STRING,
+                     b);
+    }
+    memset(&key, 0, sizeof(key));
+    key.workers = b->workers;
+    key.lbmethod = b->lbmethod;
+    if (apr_hash_get(ctx->checked, &key, sizeof(key))) {
+        return;
+    }
+    apr_hash_set(ctx->checked, apr_pmemdup(ctx->ptemp, &key, sizeof(key)),
+                 sizeof(key), b);
+    gwb_check_sticky_name(s, b);
+    if (gwb_is_ours(b)) {
+        gwb_check_routes(s, b, ctx->ptemp);
+    }
+    if (s != ctx->main_s) {
+        gwb_check_shadowing(s, b, ctx->main_balancers);
+    }
+}
+
 static void gwb_check_balancers(server_rec *main_s, apr_pool_t *ptemp)
 {
-    apr_hash_t *checked = apr_hash_make(ptemp);
-    apr_hash_t *main_balancers = apr_hash_make(ptemp);
-    server_rec *s;
+    gwb_check_ctx ctx;
 
-    for (s = main_s; s; s = s->next) {
-        proxy_server_conf *pconf =
-            ap_get_module_config(s->module_config, &proxy_module);
-        int i;
-
-        for (i = 0; i < pconf->balancers->nelts; i++) {
-            proxy_balancer *b = &APR_ARRAY_IDX(pconf->balancers, i,
-                                               proxy_balancer);
-
-            if (s == main_s) {
-                apr_hash_set(main_balancers, b->s->name, APR_HASH_KEY_STRING,
-                             b);
-            }
-            gwb_balancer_key key;
-
-            memset(&key, 0, sizeof(key));
-            key.workers = b->workers;
-            key.lbmethod = b->lbmethod;
-            if (apr_hash_get(checked, &key, sizeof(key))) {
-                continue;
-            }
-            apr_hash_set(checked, apr_pmemdup(ptemp, &key, sizeof(key)),
-                         sizeof(key), b);
-            gwb_check_sticky_name(s, b);
-            if (gwb_is_ours(b)) {
-                gwb_check_routes(s, b, ptemp);
-            }
-            if (s != main_s) {
-                gwb_check_shadowing(s, b, main_balancers);
-            }
-        }
-    }
+    ctx.main_s = main_s;
+    ctx.ptemp = ptemp;
+    ctx.checked = apr_hash_make(ptemp);
+    ctx.main_balancers = apr_hash_make(ptemp);
+    gwb_each_balancer(main_s, gwb_check_balancer, &ctx);
 }
 
 /* The routes of a balancer's members, as a set. */
@@ -1299,12 +1326,20 @@ static int gwb_check_all_handoffs(server_rec *main_s, apr_pool_t *ptemp)
 
 /* An index per balancer struct (each virtual host's copy has its own lock,
  * so its own index), and the shared generation counter. */
+static void gwb_add_index(server_rec *s, proxy_server_conf *proxy_conf,
+                          proxy_balancer *b, void *baton)
+{
+    gwb_route_index *index = apr_array_push(gwb_indexes);
+
+    memset(index, 0, sizeof(*index));
+    index->balancer = b;
+    index->built_from = -1;
+}
+
 static apr_status_t gwb_create_indexes(server_rec *main_s, apr_pool_t *pconf)
 {
     apr_shm_t *shm;
     apr_status_t rv;
-    server_rec *s;
-    int i;
 
     rv = apr_shm_create(&shm, sizeof(apr_uint32_t), NULL, pconf);
     if (rv != APR_SUCCESS) {
@@ -1313,19 +1348,7 @@ static apr_status_t gwb_create_indexes(server_rec *main_s, apr_pool_t *pconf)
     gwb_generation = apr_shm_baseaddr_get(shm);
     *gwb_generation = 0;
     gwb_indexes = apr_array_make(pconf, 4, sizeof(gwb_route_index));
-    for (s = main_s; s; s = s->next) {
-        proxy_server_conf *proxy_conf =
-            ap_get_module_config(s->module_config, &proxy_module);
-
-        for (i = 0; i < proxy_conf->balancers->nelts; i++) {
-            gwb_route_index *index = apr_array_push(gwb_indexes);
-
-            memset(index, 0, sizeof(*index));
-            index->balancer = &APR_ARRAY_IDX(proxy_conf->balancers, i,
-                                             proxy_balancer);
-            index->built_from = -1;
-        }
-    }
+    gwb_each_balancer(main_s, gwb_add_index, NULL);
     return APR_SUCCESS;
 }
 

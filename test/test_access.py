@@ -70,13 +70,8 @@ class RequireLocalHttpd(ShippedHttpd):
                                                "Require local"))
 
 
-@pytest.fixture
-def shipped(tmp_path, module_so, make_node):
-    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
-    h = ShippedHttpd(tmp_path / "shipped", module_so, nodes)
-    h.start()
-    yield h, nodes
-    h.stop()
+# The shipped config as a user runs it, over two demo nodes.
+from test_shipped import shipped  # noqa: E402,F401  (a fixture)
 
 
 def start_two_addresses(cls, tmp_path, module_so, nodes):
