@@ -400,6 +400,7 @@ def test_http2_cookie_crumbs(gwe, nodes):
 HOSTILE = [
     "GWROUTEID=", "GWROUTEID=.", "GWROUTEID=..", 'GWROUTEID="',
     'GWROUTEID=".GWE_Node_1', 'GWROUTEID=""', "GWROUTEID", "=.", "=",
+    "=..", '="', "GWROUTEID=.GWE_Node_1; GWROUTEID",
     ";;;,,,", "GWROUTEID=.GWE_Node_1\x01\x02", "GWROUTEID=.\x7f\x1b[31m",
     "GWROUTEID=.%00GWE_Node_1", "GWROUTEID=.\xff\xfe\xe9",
     "GWROUTEID=." + "A" * 8000,
