@@ -921,7 +921,9 @@ static const char *gwb_row_name(const gwb_counter_block *block, int row,
             return *w->s->route ? w->s->route : w->s->name;
         }
     }
-    return apr_psprintf(p, "slot %d", row - 1);
+    /* A member this process has not seen yet (added in balancer-manager
+     * and not yet synced here): named by its slot, one word for ?auto. */
+    return apr_psprintf(p, "slot-%d", row - 1);
 }
 
 static int gwb_row_is_empty(const gwb_counts *row)
