@@ -189,11 +189,26 @@ def test_shipped_balancer_manager_from_loopback(shipped):
                     cookie="GWROUTEID=.GWE_Node_1").node == "GWE_Node_1"
 
 
+def free_port_pair():
+    """A port p such that p and p + 1 are both free now: the demo puts its
+    second node on the first node's port + 1."""
+    import socket
+    for _ in range(50):
+        port = harness.free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise harness.HarnessError("no two consecutive free ports")
+
+
 def test_demo_command(tmp_path):
     """README command 1, on free ports and in a scratch directory."""
     env = dict(os.environ, GWE_DEMO_DIR=str(tmp_path / "demo"),
                GWE_DEMO_PORT=str(harness.free_port()),
-               GWE_DEMO_NODE_PORT=str(harness.free_port()))
+               GWE_DEMO_NODE_PORT=str(free_port_pair()))
     demo = [str(harness.REPO_DIR / "test" / "demo.sh")]
     out = subprocess.run(["bash"] + demo, env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
