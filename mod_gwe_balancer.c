@@ -672,8 +672,15 @@ static void gwb_note_decision(request_rec *r, proxy_balancer *balancer,
     if (pick->state != GWB_NO_ROUTE) {
         apr_table_setn(env, "BALANCER_SESSION_STICKY",
                        names[pick->name_index].name);
-        /* Only a value that fits a route= is worth a copy. */
-        if (pick->route_len < PROXY_WORKER_MAX_ROUTE_SIZE) {
+        /* A route that named a member is that member's route= (no copy
+         * per request); an unknown one gets a copy if it could fit a
+         * route=. */
+        if (pick->member) {
+            const proxy_worker *w = pick->member;
+
+            apr_table_setn(env, "BALANCER_SESSION_ROUTE", w->s->route);
+        }
+        else if (pick->route_len < PROXY_WORKER_MAX_ROUTE_SIZE) {
             apr_table_setn(env, "BALANCER_SESSION_ROUTE",
                            apr_pstrmemdup(r->pool, pick->route,
                                           pick->route_len));

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs, from Debian's packages, what building the module, the demo and
-# the tests need.  Installs nothing when all of it is there already.
+# the tests need, plus any packages named as arguments (bench/run adds its
+# own).  Installs nothing when all of it is there already.
 set -eu
 
 # clang and libclang-rt-14-dev (libFuzzer and the sanitizer runtimes, which
@@ -11,7 +12,7 @@ set -eu
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
 python3-pytest python3-websockets python3-h2 \
 apache2 dpkg-dev debhelper build-essential fakeroot lintian \
-chromium clang libclang-rt-14-dev openssl apache2-utils"
+chromium clang libclang-rt-14-dev openssl apache2-utils $*"
 
 missing=""
 for p in $PACKAGES; do
