@@ -1,0 +1,249 @@
+#!/usr/bin/python3
+"""A fast WebSocket backend that looks like a GWE node to a load balancer,
+for bench/ws_capacity.py.
+
+One process is one node.  It listens on 127.0.0.1 and answers:
+
+  * GET /server/isAlive and /server/about: 200 (the balancer's health
+    check and readiness probe), over HTTP/1.0 or 1.1;
+  * a WebSocket upgrade of /server/cometd: 101 with the node's routing
+    cookie, Set-Cookie: GWROUTEID=.<name>, then every text or binary
+    message is answered with "<name> <the message>", so that a client
+    sees which node answered and can count misroutes; pings get pongs;
+  * GET /_stats (asked directly, not through the balancer): JSON with
+    the WebSockets open now and in total.
+
+It is plain asyncio (asyncio.Protocol, standard library only) rather than
+python3-websockets: mod_proxy_hcheck asks isAlive over HTTP/1.0, which the
+websockets server refuses before any hook of it runs (400), and the
+balancer would then take both nodes out.  A bare Protocol is also the
+cheapest way to hold thousands of connections on a small machine; the
+benchmark's client uses python3-websockets, which checks this framing.
+
+    /usr/bin/python3 bench/ws_backend.py --name GWE_Node_1 [--port 0]
+
+It prints "READY <port>" once it listens (port 0 picks a free one) and
+serves until SIGTERM or SIGINT.
+"""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import resource
+import signal
+import struct
+import sys
+
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEAD = 16 * 1024            # bytes of request line and headers
+MAX_MESSAGE = 1024 * 1024       # bytes of one WebSocket message
+OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+
+
+class Stats:
+    def __init__(self):
+        self.websockets_open = 0
+        self.websockets_total = 0
+
+
+def raise_nofile_limit():
+    """Hold 10,000+ sockets: the soft limit up to the hard one (and, as
+    root, both up to 1 << 20, the kernel's usual nr_open)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def frame(opcode, payload):
+    """An unmasked frame (servers never mask), FIN set."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+def unmask(mask, data):
+    """data XOR the repeated 4-byte mask, as one big-integer XOR."""
+    n = len(data)
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")) \
+        .to_bytes(n, "big")
+
+
+def parse_head(head):
+    """(method, path, version, headers) of a request head; headers keyed
+    by lower-case name.  Raises ValueError."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, version = lines[0].split(" ")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return method, target.split("?", 1)[0], version, headers
+
+
+def response(status, headers, body=b""):
+    lines = ["HTTP/1.1 %s" % status] + ["%s: %s" % h for h in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class NodeProtocol(asyncio.Protocol):
+    """One connection: HTTP requests until an upgrade, then frames."""
+
+    def __init__(self, name, stats):
+        self.name = name
+        self.stats = stats
+        self.buf = b""
+        self.websocket = False
+        self.fragments = []         # payloads of an unfinished message
+        self.message_opcode = OP_TEXT
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        if self.websocket:
+            self.stats.websockets_open -= 1
+
+    def data_received(self, data):
+        self.buf += data
+        try:
+            while self.buf and not self.transport.is_closing():
+                done = (self.read_frame() if self.websocket
+                        else self.read_request())
+                if not done:
+                    break
+        except ValueError:
+            self.transport.close()
+
+    # -- HTTP ---------------------------------------------------------------
+
+    def read_request(self):
+        """Answer one complete request in buf; False if it is incomplete."""
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > MAX_HEAD:
+                raise ValueError("request head too long")
+            return False
+        head, self.buf = self.buf[:end], self.buf[end + 4:]
+        method, path, version, headers = parse_head(head)
+        cookie = ("Set-Cookie", "GWROUTEID=.%s; Path=/" % self.name)
+        node = ("X-GWE-Node", self.name)
+        if path.startswith("/server/cometd") and \
+                headers.get("upgrade", "").lower() == "websocket":
+            self.upgrade(headers, [node, cookie])
+            return True
+        keep = (version == "HTTP/1.1"
+                and headers.get("connection", "").lower() != "close")
+        if method != "GET":
+            status, body, keep = "405 Method Not Allowed", b"", False
+        elif path == "/server/isAlive":
+            status, body = "200 OK", b"OK"
+        elif path == "/server/about":
+            status, body = "200 OK", json.dumps({"node": self.name}).encode()
+        elif path == "/_stats":
+            status, body = "200 OK", json.dumps(vars(self.stats)).encode()
+        else:
+            status, body = "404 Not Found", b""
+        self.transport.write(response(status, [
+            node, cookie, ("Content-Length", len(body)),
+            ("Connection", "keep-alive" if keep else "close")], body))
+        if not keep:
+            self.transport.close()
+        return True
+
+    def upgrade(self, headers, extra):
+        key = headers.get("sec-websocket-key", "").encode()
+        accept = base64.b64encode(
+            hashlib.sha1(key + WEBSOCKET_GUID).digest()).decode()
+        self.transport.write(response("101 Switching Protocols", [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept)] + extra))
+        self.websocket = True
+        self.stats.websockets_open += 1
+        self.stats.websockets_total += 1
+
+    # -- WebSocket ----------------------------------------------------------
+
+    def read_frame(self):
+        """Handle one complete frame in buf; False if it is incomplete."""
+        buf = self.buf
+        if len(buf) < 2:
+            return False
+        b0, b1 = buf[0], buf[1]
+        opcode, length, pos = b0 & 0x0F, b1 & 0x7F, 2
+        if not b1 & 0x80:
+            raise ValueError("client frames must be masked")
+        if length == 126:
+            if len(buf) < 4:
+                return False
+            length, pos = struct.unpack_from("!H", buf, 2)[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                return False
+            length, pos = struct.unpack_from("!Q", buf, 2)[0], 10
+        if length > MAX_MESSAGE:
+            raise ValueError("frame too large")
+        if len(buf) < pos + 4 + length:
+            return False
+        mask = buf[pos:pos + 4]
+        payload = unmask(mask, buf[pos + 4:pos + 4 + length])
+        self.buf = buf[pos + 4 + length:]
+        self.on_frame(bool(b0 & 0x80), opcode, payload)
+        return True
+
+    def on_frame(self, fin, opcode, payload):
+        if opcode == OP_PING:
+            self.transport.write(frame(OP_PONG, payload))
+        elif opcode == OP_CLOSE:
+            # Echo the status code, then close: the server closes TCP first.
+            self.transport.write(frame(OP_CLOSE, payload[:2]))
+            self.transport.close()
+        elif opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
+            if opcode != OP_CONTINUATION:
+                self.message_opcode = opcode
+            self.fragments.append(payload)
+            if fin:
+                message = b"".join(self.fragments)
+                self.fragments = []
+                self.transport.write(frame(
+                    self.message_opcode,
+                    self.name.encode() + b" " + message))
+
+
+async def serve(name, host, port):
+    stats = Stats()
+    loop = asyncio.get_running_loop()
+    # backlog: the balancer opens its backend connections in bursts.
+    server = await loop.create_server(lambda: NodeProtocol(name, stats),
+                                      host, port, backlog=4096)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("READY %d" % server.sockets[0].getsockname()[1], flush=True)
+    await stop.wait()
+    server.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    raise_nofile_limit()
+    asyncio.run(serve(args.name, args.host, args.port))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
