@@ -409,9 +409,10 @@ static int gwb_route_equals(const char *member_route, const char *route,
  * member), in lookup order: regular members before hot standbys.  The
  * finder runs under the balancer's own thread lock (mod_proxy_balancer's
  * find_best_worker()), which also guards the table, so no lock of ours is
- * needed.  The table is rebuilt when this process's member list grew (a
- * member added in balancer-manager), or when balancer-manager changed
- * anything (gwb_generation, in shared memory, counts its requests); a hit
+ * needed.  The table is rebuilt when this process's member list changed
+ * (it grew, or mod_proxy_balancer synced it: balancer->wupdated), or when
+ * balancer-manager changed anything (gwb_generation, in shared memory,
+ * counts its requests; a route edit touches neither of the others); a hit
  * is checked against the member's route as it is now.
  * ------------------------------------------------------------------------ */
 
@@ -426,6 +427,7 @@ typedef struct {
     apr_uint32_t mask;
     int built_from;             /* balancer->workers->nelts, or -1 */
     apr_uint32_t generation;
+    apr_time_t wupdated;        /* balancer->wupdated when built */
 } gwb_route_index;
 
 /* Built at startup (one per balancer struct), then owned by the finder. */
@@ -500,6 +502,7 @@ static int gwb_index_build(gwb_route_index *index,
     }
     index->built_from = workers->nelts;
     index->generation = apr_atomic_read32(gwb_generation);
+    index->wupdated = balancer->wupdated;
     return 1;
 }
 
@@ -511,7 +514,8 @@ static gwb_route_index *gwb_current_index(const proxy_balancer *balancer)
         return NULL;
     }
     if (index->built_from != balancer->workers->nelts
-        || index->generation != apr_atomic_read32(gwb_generation)) {
+        || index->generation != apr_atomic_read32(gwb_generation)
+        || index->wupdated != balancer->wupdated) {
         if (!gwb_index_build(index, balancer)) {
             return NULL;
         }
