@@ -118,13 +118,6 @@ static int gwb_is_blank(char c)
     return c == ' ' || c == '\t';
 }
 
-static int gwb_is_separator(char c)
-{
-    /* httpd joins repeated Cookie headers with ", " and HTTP/2 crumbs
-     * with "; ", so both separate cookies. */
-    return c == ';' || c == ',';
-}
-
 static void gwb_trim(const char **s, size_t *len)
 {
     while (*len && gwb_is_blank(**s)) {
@@ -138,34 +131,30 @@ static void gwb_trim(const char **s, size_t *len)
 
 /* Splits the next name=value pair off a Cookie header and advances *cursor
  * past it.  A name without '=' carries no value and is skipped.  Returns 0
- * at the end of the header. */
+ * at the end of the header.  Both ';' and ',' separate cookies: httpd
+ * joins repeated Cookie headers with ", " and HTTP/2 crumbs with "; ".
+ * strspn()/strcspn() rather than a loop per byte: browsers send every
+ * cookie of the site, often a kilobyte or more, on every request. */
 static int gwb_next_cookie(const char **cursor, gwb_cookie *c)
 {
     const char *p = *cursor;
 
     while (*p) {
-        const char *start, *eq = NULL;
+        size_t name_len;
 
-        while (gwb_is_separator(*p) || gwb_is_blank(*p)) {
-            ++p;
-        }
-        start = p;
-        while (*p && !gwb_is_separator(*p)) {
-            if (*p == '=' && !eq) {
-                eq = p;
-            }
-            ++p;
-        }
-        if (!eq) {
+        p += strspn(p, " \t;,");
+        name_len = strcspn(p, "=;,");
+        if (p[name_len] != '=') {
+            p += name_len;
             continue;
         }
-        c->name = start;
-        c->name_len = (size_t)(eq - start);
-        c->value = eq + 1;
-        c->value_len = (size_t)(p - eq - 1);
+        c->name = p;
+        c->name_len = name_len;
+        c->value = p + name_len + 1;
+        c->value_len = strcspn(c->value, ";,");
+        *cursor = c->value + c->value_len;
         gwb_trim(&c->name, &c->name_len);
         gwb_trim(&c->value, &c->value_len);
-        *cursor = p;
         return 1;
     }
     *cursor = p;
@@ -665,32 +654,47 @@ static const char *gwb_loggable_route(request_rec *r,
                         pick->route_len);
 }
 
+typedef void gwb_table_put_fn(apr_table_t *t, const char *key,
+                              const char *val);
+
 static void gwb_note_decision(request_rec *r, proxy_balancer *balancer,
                               const gwb_route_pick *pick,
                               const gwb_name *names, const char *decision,
                               proxy_worker *chosen)
 {
     apr_table_t *env = r->subprocess_env;
+    /* apr_table_setn() first looks for the key in the whole table; where
+     * the key cannot be there yet, appending does the same for less.  On
+     * a request's first decision (a failover retry decides again) ours
+     * are not, nor httpd's BALANCER_SESSION_*: its sticky code sets them,
+     * before calling us, only when the balancer has stickysession=. */
+    int first = !ap_get_module_config(r->request_config,
+                                      &gwe_balancer_module);
+    gwb_table_put_fn *put = first ? apr_table_addn : apr_table_setn;
+    gwb_table_put_fn *put_session = first && !*balancer->s->sticky
+                                    ? apr_table_addn : apr_table_setn;
 
-    apr_table_setn(env, GWB_ENV_DECISION, decision);
+    ap_set_module_config(r->request_config, &gwe_balancer_module,
+                         (void *)decision);
+    put(env, GWB_ENV_DECISION, decision);
     if (pick->state != GWB_NO_ROUTE) {
-        apr_table_setn(env, "BALANCER_SESSION_STICKY",
-                       names[pick->name_index].name);
+        put_session(env, "BALANCER_SESSION_STICKY",
+                    names[pick->name_index].name);
         /* A route that named a member is that member's route= (no copy
          * per request); an unknown one gets a copy if it could fit a
          * route=. */
         if (pick->member) {
             const proxy_worker *w = pick->member;
 
-            apr_table_setn(env, "BALANCER_SESSION_ROUTE", w->s->route);
+            put_session(env, "BALANCER_SESSION_ROUTE", w->s->route);
         }
         else if (pick->route_len < PROXY_WORKER_MAX_ROUTE_SIZE) {
-            apr_table_setn(env, "BALANCER_SESSION_ROUTE",
-                           apr_pstrmemdup(r->pool, pick->route,
-                                          pick->route_len));
+            put_session(env, "BALANCER_SESSION_ROUTE",
+                        apr_pstrmemdup(r->pool, pick->route,
+                                       pick->route_len));
         }
         if (pick->state != GWB_LIVE_ROUTE) {
-            apr_table_setn(env, "BALANCER_ROUTE_CHANGED", "1");
+            put_session(env, "BALANCER_ROUTE_CHANGED", "1");
         }
     }
     if (APLOGrdebug(r)) {
