@@ -31,6 +31,8 @@ def test_faults_under_load(tmp_path, module_so, make_node):
     h = ShippedHttpd(tmp_path / "shipped", module_so, nodes)
     for rx in CONNECT_ERRORS + [
             r"AH01102",     # error reading status line (node died mid-way)
+            r"AH01084",     # the same while sending a POST's body
+            r"AH01097",     # ... as mod_proxy_http reports it
             r"AH02460",     # failontimeout put the frozen node in error
             r"AH00898",     # error reading from the frozen node
             r"AH01110",     # the same, as logged on the tunnel/read path
