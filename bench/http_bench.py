@@ -27,7 +27,8 @@ runs the shipped config with those directives appended (apache2 -c, read
 after the file, so they override it), e.g.
     --variant ka100='MaxKeepAliveRequests 100'
 
-Needs (Debian): apache2, apache2-dev, nginx-light, wrk.  Run by bench/run.
+Needs (Debian): apache2, apache2-dev, nginx-light, wrk, python3-pytest (the
+shipped config is run as test/test_shipped.py runs it).  Run by bench/run.
 """
 
 import argparse
@@ -46,8 +47,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_DIR / "test"))
 import harness  # noqa: E402  (free_port, wait_until, http_get, ...)
-
-SHIPPED_CONF = REPO_DIR / "conf" / "gwe-balancer.conf"
+from test_shipped import SHIPPED_CONF, shipped_defines  # noqa: E402
 NGINX = "/usr/sbin/nginx"
 WRK = "/usr/bin/wrk"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -194,9 +194,12 @@ class Nginx(Daemon):
 
 
 class Backend(Nginx):
+    """A fake node; .name is the node's name (GWE_Node_1), as for
+    test/harness.py's Node."""
+
     def __init__(self, root, node_name):
         super().__init__(root, "backend.conf", {"NAME": node_name})
-        self.name = "node " + node_name
+        self.name = node_name
 
 
 class ShippedApache(Daemon):
@@ -208,30 +211,12 @@ class ShippedApache(Daemon):
 
     def __init__(self, root, module_so, nodes, conf_text=None, after=()):
         super().__init__(root)
-        for sub in ("logs", "run", "modules"):
-            (self.root / sub).mkdir(exist_ok=True)
-        modules = self.root / "modules"
-        for so in harness.MODULES_DIR.glob("*.so"):
-            link = modules / so.name
-            if not link.exists():
-                link.symlink_to(so)
-        gwe = modules / "mod_gwe_balancer.so"
-        if gwe.is_symlink() or gwe.exists():
-            gwe.unlink()
-        gwe.symlink_to(module_so)
+        self.defines = shipped_defines(self.root, self.port, module_so,
+                                       nodes)
         self.conf = SHIPPED_CONF
         if conf_text is not None:
             self.conf = self.root / "gwe-balancer.conf"
             self.conf.write_text(conf_text)
-        self.defines = {
-            "GWE_LISTEN": "127.0.0.1:%d" % self.port,
-            "GWE_MODULES": str(modules),
-            "GWE_LOGS": str(self.root / "logs"),
-            "GWE_RUN": str(self.root / "run"),
-        }
-        for i, node in enumerate(nodes, 1):
-            self.defines["GWE_NODE_%d_NAME" % i] = node.node_name
-            self.defines["GWE_NODE_%d_ADDR" % i] = "127.0.0.1:%d" % node.port
         self.after = list(after)
 
     pid_path = property(lambda self: self.root / "run" / "gwe-balancer.pid")
@@ -453,7 +438,6 @@ def main():
         nodes = []
         for name in ("GWE_Node_1", "GWE_Node_2"):
             node = Backend(work / name, name)
-            node.node_name = name
             nodes.append(node.start())
             started.append(node)
         servers, names = build_setups(args, work, nodes)

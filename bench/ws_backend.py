@@ -28,15 +28,18 @@ serves until SIGTERM or SIGINT.
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import json
 import resource
 import signal
 import struct
 import sys
+from pathlib import Path
 
-WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# The test suite's demo node frames messages and answers handshakes the
+# same way; this node only does it without a thread per connection.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+from gwe_node import frame, websocket_accept  # noqa: E402
+
 MAX_HEAD = 16 * 1024            # bytes of request line and headers
 MAX_MESSAGE = 1024 * 1024       # bytes of one WebSocket message
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -57,18 +60,6 @@ def raise_nofile_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def frame(opcode, payload):
-    """An unmasked frame (servers never mask), FIN set."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
 
 
 def unmask(mask, data):
@@ -163,9 +154,7 @@ class NodeProtocol(asyncio.Protocol):
         return True
 
     def upgrade(self, headers, extra):
-        key = headers.get("sec-websocket-key", "").encode()
-        accept = base64.b64encode(
-            hashlib.sha1(key + WEBSOCKET_GUID).digest()).decode()
+        accept = websocket_accept(headers.get("sec-websocket-key", ""))
         self.transport.write(response("101 Switching Protocols", [
             ("Upgrade", "websocket"), ("Connection", "Upgrade"),
             ("Sec-WebSocket-Accept", accept)] + extra))

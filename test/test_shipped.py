@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,35 @@ from harness import (BalancerManager, http_get, http_request, wait_until,
 SHIPPED_CONF = harness.REPO_DIR / "conf" / "gwe-balancer.conf"
 CONNECT_ERRORS = [r"AH00957", r"AH00959", r"AH01114", r"AH02454",
                   r"AH00940", r"AH10159"]
+
+
+def shipped_defines(root, port, module_so, nodes):
+    """The Defines that run conf/gwe-balancer.conf under root (logs/,
+    run/, and modules/: links to the system's modules and to module_so),
+    listening on 127.0.0.1:port, in front of nodes (each with .name, the
+    node's name, and .port).  test/ and bench/ run the file this way."""
+    root = Path(root)
+    modules = root / "modules"
+    for sub in ("logs", "run", "modules"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for so in harness.MODULES_DIR.glob("*.so"):
+        link = modules / so.name
+        if not link.is_symlink():
+            link.symlink_to(so)
+    gwe = modules / "mod_gwe_balancer.so"
+    if gwe.is_symlink():
+        gwe.unlink()
+    gwe.symlink_to(module_so)
+    defines = {
+        "GWE_LISTEN": "127.0.0.1:%d" % port,
+        "GWE_MODULES": str(modules),
+        "GWE_LOGS": str(root / "logs"),
+        "GWE_RUN": str(root / "run"),
+    }
+    for i, node in enumerate(nodes, 1):
+        defines["GWE_NODE_%d_NAME" % i] = node.name
+        defines["GWE_NODE_%d_ADDR" % i] = "127.0.0.1:%d" % node.port
+    return defines
 
 
 class ShippedHttpd(harness.Httpd):
@@ -37,21 +67,9 @@ class ShippedHttpd(harness.Httpd):
 
     def __init__(self, root, module_so, nodes):
         super().__init__(root)
-        modules = self.root / "modules"
-        modules.mkdir(exist_ok=True)
-        for so in harness.MODULES_DIR.glob("*.so"):
-            (modules / so.name).symlink_to(so)
-        (modules / "mod_gwe_balancer.so").symlink_to(module_so)
         self.directives = []
-        self.defines = {
-            "GWE_LISTEN": "127.0.0.1:%d" % self.port,
-            "GWE_MODULES": str(modules),
-            "GWE_LOGS": str(self.root / "logs"),
-            "GWE_RUN": str(self.root / "run"),
-        }
-        for i, node in enumerate(nodes, 1):
-            self.defines["GWE_NODE_%d_NAME" % i] = node.name
-            self.defines["GWE_NODE_%d_ADDR" % i] = "127.0.0.1:%d" % node.port
+        self.defines = shipped_defines(self.root, self.port, module_so,
+                                       nodes)
 
     def _cmd(self, *args):
         cmd = [harness.APACHE2, "-d", str(self.root), "-f",

@@ -20,11 +20,11 @@ import tempfile
 import threading
 
 import pytest
-import websockets
 
 import harness
 from harness import BalancerManager, http_get, wait_until, worker_url
 from test_shipped import SHIPPED_CONF, ShippedHttpd
+from test_websocket import ws_talk
 
 # This machine's apache2 2.4.71 was built against OpenSSL 3.0.22 and runs
 # with an older libssl3 (3.0.19): mod_ssl warns so at every start.  About
@@ -97,16 +97,8 @@ class TlsHttpd(ShippedHttpd):
                        path="/server/cometd"):
         """Open a wss:// WebSocket, send each message; return (the node
         that answered the 101, the replies)."""
-        headers = {"Cookie": cookie} if cookie else None
-        async with websockets.connect(
-                "wss://127.0.0.1:%d%s" % (self.tls_port, path),
-                ssl=self.context(), extra_headers=headers, compression=None,
-                open_timeout=10, ping_interval=None) as ws:
-            replies = []
-            for message in messages:
-                await ws.send(message)
-                replies.append(await asyncio.wait_for(ws.recv(), 10))
-            return ws.response_headers.get("X-GWE-Node"), replies
+        return await ws_talk(self.tls_port, cookie, messages, path,
+                             ssl=self.context())
 
     def wss_node(self, cookie=None):
         node, replies = asyncio.run(self.wss_talk(cookie))

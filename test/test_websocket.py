@@ -61,13 +61,15 @@ def gwe_ws(httpd_factory):
     return start
 
 
-async def ws_talk(port, cookie=None, messages=("hello",), path="/server/cometd"):
-    """Open a WebSocket, send each message, return (X-GWE-Node of the 101,
-    the replies)."""
+async def ws_talk(port, cookie=None, messages=("hello",), path="/server/cometd",
+                  ssl=None):
+    """Open a WebSocket (wss:// with ssl, an SSLContext), send each
+    message, return (X-GWE-Node of the 101, the replies)."""
     headers = {"Cookie": cookie} if cookie else None
-    async with websockets.connect("ws://127.0.0.1:%d%s" % (port, path),
-                                  extra_headers=headers, compression=None,
-                                  open_timeout=10, ping_interval=None) as ws:
+    url = "%s://127.0.0.1:%d%s" % ("wss" if ssl else "ws", port, path)
+    async with websockets.connect(url, ssl=ssl, extra_headers=headers,
+                                  compression=None, open_timeout=10,
+                                  ping_interval=None) as ws:
         replies = []
         for message in messages:
             await ws.send(message)
