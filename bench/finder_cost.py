@@ -49,7 +49,10 @@ directory (in URLs and paths that get copied and compared) change lengths.
 
 --profile (alone): where one proxied request's instructions go with
 gwesticky, 2 members and the cookie: the main stages (inclusive), the
-shared objects (self cost), and the top 15 functions (self cost).
+shared objects (self cost), and the top 15 functions (self cost); then the
+same stages for httpd's built-in sticky code with this module loaded but
+unused (http_bench.py's setup b), side by side: the whole request's cost,
+which wall-clock rounds on a small machine cannot resolve to a per cent.
 
 Run as root (httpd then runs as www-data) or as any user.  Needs (Debian):
 apache2-bin, valgrind, python3; the module built (.libs/, see
@@ -107,6 +110,10 @@ METHODS = {
                              % COOKIE,
                  "load_module": False},
 }
+# --profile may also run httpd's own sticky code with this module loaded
+# but unused, as bench/http_bench.py's setup b does.
+PROFILE_METHODS = dict(METHODS, **{
+    "built-in+module": dict(METHODS["built-in"], load_module=True)})
 KINDS = ("cookie_last", "cookie_first", "no_cookie")
 
 # The stages of a proxied request for --profile: exported functions (their
@@ -232,7 +239,7 @@ def httpd_config(root, port, backend_port, members, method, module_path,
     for name in modules:
         lines.append('LoadModule %s_module "%s"'
                      % (name, harness.MODULES_DIR / ("mod_%s.so" % name)))
-    if METHODS[method]["load_module"]:
+    if PROFILE_METHODS[method]["load_module"]:
         lines.append('LoadModule gwe_balancer_module "%s"' % module_path)
     lines += [
         '<Directory "/">',
@@ -244,7 +251,7 @@ def httpd_config(root, port, backend_port, members, method, module_path,
         lines.append('    BalancerMember "http://127.0.0.1:%d%s" '
                      "route=GWE_Node_%d" % (backend_port, member_path(k), k))
     lines += [
-        "    " + METHODS[method]["proxyset"],
+        "    " + PROFILE_METHODS[method]["proxyset"],
         "</Proxy>",
         # The mark path first: the first matching ProxyPass wins.
         'ProxyPass "%s" "!"' % MARK_PATH,
@@ -745,6 +752,27 @@ def profile_numbers(dumps, requests):
                                     key=lambda kv: -kv[1])[:15]}
 
 
+def report_profile_against(mine, theirs):
+    """The whole request, stage by stage, against httpd's built-in sticky
+    code with this module loaded but unused (http_bench.py's setup b)."""
+    out = ["## The whole request: gwesticky against httpd's built-in sticky "
+           "code", "",
+           "Built-in: `stickysession=GWROUTEID lbmethod=byrequests`, with "
+           "mod_gwe_balancer loaded but not used by the balancer (as in "
+           "http_bench.py's setup b).  Ir per request, 2 members, cookie.",
+           "", "| function | gwesticky | built-in | difference |",
+           "|---|---:|---:|---:|"]
+    theirs_by_function = {s["function"]: s["ir"] for s in theirs["stages"]}
+    rows = [("total", mine["ir_per_request"], theirs["ir_per_request"])]
+    rows += [(s["function"], s["ir"], theirs_by_function.get(s["function"]))
+             for s in mine["stages"]]
+    for name, a, b in rows:
+        out.append("| %s | %s | %s | %s |" % (
+            name, fmt(a), fmt(b) if b is not None else "-",
+            "%+.0f" % (a - b) if b is not None else "-"))
+    return "\n".join(out) + "\n"
+
+
 def _net(measured, base, requests):
     return {key: (measured[key] - base.get(key, 0)) / requests
             for key in measured}
@@ -815,7 +843,8 @@ def parse_args(argv):
                    help="smoke run: 2 and 256 members, 50 requests")
     p.add_argument("--profile", action="store_true",
                    help="only the per-request profile (gwesticky, 2 "
-                   "members, cookie)")
+                   "members, cookie), and the whole request against "
+                   "httpd's built-in sticky code")
     p.add_argument("--json", help="write the numbers to this file")
     p.add_argument("--keep", action="store_true",
                    help="keep the run directory (configs, logs, dumps)")
@@ -841,11 +870,15 @@ def main(argv=None):
         module_object = str(module_path)
         backend.start()
         if args.profile:
-            dumps = run_case(work_dir, backend, "gwesticky", 2,
-                             ["cookie_last"], args.requests, args.warmup,
-                             module_path, args.mpm)
-            data = profile_numbers(dumps, args.requests)
-            print(report_profile(data, args.requests))
+            data = {}
+            for method in ("gwesticky", "built-in+module"):
+                dumps = run_case(work_dir, backend, method, 2,
+                                 ["cookie_last"], args.requests, args.warmup,
+                                 module_path, args.mpm)
+                data[method] = profile_numbers(dumps, args.requests)
+            print(report_profile(data["gwesticky"], args.requests))
+            print(report_profile_against(data["gwesticky"],
+                                         data["built-in+module"]))
         else:
             data = {}
             for method in METHODS:

@@ -13,14 +13,18 @@ their routing cookie and an X-GWE-Node header.  wrk sends the same GET
   e  nginx with the Genesys sample's map logic (bench/nginx/seed.conf)
   f  nginx, same logic with upstream keepalive (bench/nginx/tuned.conf)
   g  node 2 directly
+  h  gwesticky again: a second, identical instance of a.  a/h is what
+     noise alone makes of two identical setups on this machine, the
+     resolution every other ratio is read against.
 
-Rounds interleave the setups (a b c ... g, a b c ... g, ...) at each
+Rounds interleave the setups (a b c ... h, h ... c b a, ...) at each
 concurrency level, so that drift on the machine hits all alike, each round
 with freshly started balancers.  Per run:
 requests/s, p50/p99 latency, the balancer's CPU time per request (user +
 system of all its processes, from /proc), errors, and the routing check:
 answers not from node 2 (wrk/route_check.lua).  Per round the ratios a/b,
-a/c, a/d, a/e, a/f; the report gives their medians.
+a/c, a/d, a/e, a/f, a/h; the report gives their medians and the middle
+half of the rounds (quartiles).
 
 Extra httpd setups for tuning experiments: --variant NAME='DIRECTIVE;...'
 runs the shipped config with those directives appended (apache2 -c, read
@@ -62,8 +66,9 @@ SETUPS = {
     "e": "nginx, Genesys sample logic",
     "f": "nginx, sample logic + upstream keepalive",
     "g": "node directly",
+    "h": "gwesticky again (identical to a: the noise)",
 }
-RATIOS = ["b", "c", "d", "e", "f"]
+RATIOS = ["b", "c", "d", "e", "f", "h"]
 
 
 class BenchError(Exception):
@@ -336,6 +341,15 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def middle_half(values):
+    """The range of the middle half of values (first to third quartile),
+    or "-" with too few of them."""
+    if len(values) < 4:
+        return "-"
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return "%.3f-%.3f" % (q1, q3)
+
+
 def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
@@ -369,13 +383,14 @@ def report(results, names, concurrencies, out=sys.stdout):
                   if k in names and k != "a"]
         out.write("\n| ratio | " + " | ".join(
             "round %d" % (i + 1) for i in range(len(runs["a"])))
-            + " | median |\n|---|" + "---:|" * (len(runs["a"]) + 1) + "\n")
+            + " | median | middle half |\n|---|"
+            + "---:|" * (len(runs["a"]) + 2) + "\n")
         for key in others:
             ratios = [a["rps"] / o["rps"]
                       for a, o in zip(runs["a"], runs[key])]
-            out.write("| a/%s | %s | **%.3f** |\n" % (
+            out.write("| a/%s | %s | **%.3f** | %s |\n" % (
                 key, " | ".join("%.3f" % x for x in ratios),
-                statistics.median(ratios)))
+                statistics.median(ratios), middle_half(ratios)))
 
 
 # ---------------------------------------------------------------------------
@@ -389,7 +404,7 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--connections", default="32,256",
                    help="concurrency levels, comma-separated")
-    p.add_argument("--setups", default="abcdefg")
+    p.add_argument("--setups", default="abcdefgh")
     p.add_argument("--variant", action="append", default=[],
                    metavar="NAME='DIRECTIVE;...'")
     p.add_argument("--json", help="write all runs to this file")
@@ -403,8 +418,8 @@ def build_setups(args, work, nodes):
     nginx_values = {"NODE1": "127.0.0.1:%d" % nodes[0].port, "NODE2": node2}
     servers, names = {}, {}
     for key in args.setups:
-        if key == "a":
-            servers[key] = ShippedApache(work / "a", args.module, nodes)
+        if key in "ah":
+            servers[key] = ShippedApache(work / key, args.module, nodes)
         elif key in "bcd":
             servers[key] = ShippedApache(work / key, args.module, nodes,
                                          edited_shipped_conf(key, node2))
@@ -451,8 +466,13 @@ def main():
             for server in servers.values():
                 server.stop()
                 server.start()
+            # Every other round runs the setups in reverse order, so that
+            # running first (or after a heavier setup) favours none.
+            order = list(servers.items())
+            if rnd % 2:
+                order.reverse()
             for conc in concurrencies:
-                for key, server in servers.items():
+                for key, server in order:
                     res = measure(server, conc, args.seconds, args.warmup)
                     results[str(conc)][key].append(res)
                     print("round %d c=%d %s: %.0f req/s, p99 %.2f ms, "
