@@ -398,7 +398,7 @@ def report(results, names, concurrencies, out=sys.stdout):
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--module", default=str(harness.MODULE_SO))
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--seconds", type=int, default=5,
                    help="measured seconds per run (default 5)")
     p.add_argument("--warmup", type=int, default=1)
