@@ -4,7 +4,7 @@ for a long time, near saturation, watching httpd's memory.  Not part of the
 test suite (it takes minutes); results go to test/README.md.
 
     /usr/bin/python3 test/soak.py [--minutes 10] [--http-visitors 12]
-                                  [--websockets 100]
+                                  [--websockets 100] [--directive D ...]
 
 It builds nothing: run `make -f Makefile.apxs` first (or set GWB_MODULE).
 It starts two demo GWE nodes and httpd with conf/gwe-balancer.conf on free
@@ -99,6 +99,9 @@ def main():
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--http-visitors", type=int, default=12)
     ap.add_argument("--websockets", type=int, default=100)
+    ap.add_argument("--directive", action="append", default=[],
+                    help="a directive for httpd (-C, read before the "
+                    "shipped config), e.g. 'MaxMemFree 64'; repeatable")
     args = ap.parse_args()
     seconds = args.minutes * 60
 
@@ -108,6 +111,7 @@ def main():
     for node in nodes:
         node.start()
     h = ShippedHttpd(work / "httpd", module, nodes)
+    h.directives += args.directive
     gen = None
     try:
         h.start()
