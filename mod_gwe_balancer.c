@@ -667,9 +667,10 @@ static void gwb_note_decision(request_rec *r, proxy_balancer *balancer,
      * the key cannot be there yet, appending does the same for less.  On
      * a request's first decision (a failover retry decides again) ours
      * are not, nor httpd's BALANCER_SESSION_*: its sticky code sets them,
-     * before calling us, only when the balancer has stickysession=. */
-    int first = !ap_get_module_config(r->request_config,
-                                      &gwe_balancer_module);
+     * before calling us, only when the balancer has stickysession=.  A
+     * subrequest starts with a copy of its parent's variables. */
+    int first = !r->main && !ap_get_module_config(r->request_config,
+                                                  &gwe_balancer_module);
     gwb_table_put_fn *put = first ? apr_table_addn : apr_table_setn;
     gwb_table_put_fn *put_session = first && !*balancer->s->sticky
                                     ? apr_table_addn : apr_table_setn;
