@@ -5,7 +5,7 @@ Two fake GWE nodes (nginx, bench/nginx/backend.conf) answer at once with
 their routing cookie and an X-GWE-Node header.  wrk sends the same GET
 /server/about with Cookie: GWROUTEID=.GWE_Node_2 through each setup:
 
-  a  gwesticky: conf/gwe-balancer.conf as shipped
+  a  gwesticky: conf/httpd-gwe-balancer.conf as shipped
   b  httpd's built-in stickysession=GWROUTEID + byrequests (same file,
      ProxySet changed)
   c  plain byrequests, no stickiness (same file, ProxySet changed)
@@ -208,7 +208,7 @@ class Backend(Nginx):
 
 
 class ShippedApache(Daemon):
-    """httpd running conf/gwe-balancer.conf (or an edited copy of it) with
+    """httpd running conf/httpd-gwe-balancer.conf (or an edited copy of it) with
     this machine's paths and the two nodes given as -C Defines, as in
     test/test_shipped.py, plus -c directives read after the file."""
 
@@ -220,7 +220,7 @@ class ShippedApache(Daemon):
                                        nodes)
         self.conf = SHIPPED_CONF
         if conf_text is not None:
-            self.conf = self.root / "gwe-balancer.conf"
+            self.conf = self.root / "httpd-gwe-balancer.conf"
             self.conf.write_text(conf_text)
         self.after = list(after)
 
@@ -246,7 +246,7 @@ def edited_shipped_conf(setup, node2):
     def replace_once(old, new):
         nonlocal text
         if text.count(old) != 1:
-            raise BenchError("conf/gwe-balancer.conf changed: %r is not "
+            raise BenchError("conf/httpd-gwe-balancer.conf changed: %r is not "
                              "there exactly once" % old)
         text = text.replace(old, new)
 

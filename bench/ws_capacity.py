@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """WebSocket capacity benchmark: how many CometD WebSockets the shipped
-balancer (conf/gwe-balancer.conf, unchanged) holds at once, what each
+balancer (conf/httpd-gwe-balancer.conf, unchanged) holds at once, what each
 costs in memory, and the same for nginx with the Genesys seed's
 WebSocket logic.  A benchmark, not a test: it is not in the test suite.
 
@@ -208,7 +208,7 @@ def read_line(proc, timeout):
 # ---------------------------------------------------------------------------
 
 class HttpdLB:
-    """conf/gwe-balancer.conf as shipped, run as test/test_shipped.py runs
+    """conf/httpd-gwe-balancer.conf as shipped, run as test/test_shipped.py runs
     it: the nodes, paths and port given as -C "Define"s."""
 
     name = "httpd"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The demo: builds mod_gwe_balancer, installs it into a private ServerRoot
-# and starts the shipped conf/gwe-balancer.conf on 127.0.0.1 in front of two
+# and starts the shipped conf/httpd-gwe-balancer.conf on 127.0.0.1 in front of two
 # demo GWE nodes.  Never touches the system's /etc/apache2 or its service.
 #
 #   bash test/demo.sh          install what is missing, build, start
@@ -68,7 +68,7 @@ make -C "$repo" -f Makefile.apxs install LIBEXECDIR="$root/modules" >/dev/null
 start_node GWE_Node_1 "$node_port" "$root/run/node1.pid"
 start_node GWE_Node_2 "$((node_port + 1))" "$root/run/node2.pid"
 
-"$apache" -d "$root" -f "$repo/conf/gwe-balancer.conf" \
+"$apache" -d "$root" -f "$repo/conf/httpd-gwe-balancer.conf" \
     -C "Define GWE_LISTEN 127.0.0.1:$port" \
     -C "Define GWE_MODULES $root/modules" \
     -C "Define GWE_LOGS $root/logs" \

@@ -7,7 +7,7 @@ test suite (it takes minutes); results go to test/README.md.
                                   [--websockets 100] [--directive D ...]
 
 It builds nothing: run `make -f Makefile.apxs` first (or set GWB_MODULE).
-It starts two demo GWE nodes and httpd with conf/gwe-balancer.conf on free
+It starts two demo GWE nodes and httpd with conf/httpd-gwe-balancer.conf on free
 127.0.0.1 ports, then for the whole run:
   - HTTP visitors (threads: a third each with GWE_Node_1's cookie, with
     GWE_Node_2's, and with none) send GETs as fast as they are answered;

@@ -336,7 +336,7 @@ def test_browser_disable_fails_over_cookie_holders(browser_script, gwe_httpd,
 def test_browser_drain_through_the_shipped_config(browser_script, tmp_path,
                                                   module_so, make_node,
                                                   request):
-    """conf/gwe-balancer.conf says ServerName gwe-balancer, yet a browser
+    """conf/httpd-gwe-balancer.conf says ServerName gwe-balancer, yet a browser
     at http://127.0.0.1:PORT/balancer-manager can change it:
     balancer-manager compares the Referer's host with ap_get_server_name(),
     which under UseCanonicalName Off (the default) is the Host the browser

@@ -1,5 +1,5 @@
 """Node failures under load, through the shipped configuration with its
-own timeouts and retry settings (conf/gwe-balancer.conf: connectiontimeout=3,
+own timeouts and retry settings (conf/httpd-gwe-balancer.conf: connectiontimeout=3,
 timeout=65, retry=10, failontimeout=On, health checks every 5 s).
 
 While visitors of both nodes (and new visitors) keep sending GETs, node 2 is

@@ -214,8 +214,8 @@ def test_package_contents(built_package):
         (REPO / "conf" / "gwe_balancer.load").read_bytes()
     assert deb_member(deb, conf) == \
         (REPO / "conf" / "gwe_balancer.conf").read_bytes()
-    assert (REPO / "conf" / "gwe-balancer.conf").read_bytes() == deb_member(
-        deb, "./usr/share/doc/%s/examples/gwe-balancer.conf" % PACKAGE)
+    assert (REPO / "conf" / "httpd-gwe-balancer.conf").read_bytes() == deb_member(
+        deb, "./usr/share/doc/%s/examples/httpd-gwe-balancer.conf" % PACKAGE)
 
     _, depends = run(["dpkg-deb", "-f", str(deb), "Depends"])
     assert re.search(r"(^|, )apache2-api-20120211(,|$)", depends.strip()), \

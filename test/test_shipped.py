@@ -1,4 +1,4 @@
-"""What we ship, run as a user runs it: conf/gwe-balancer.conf with only
+"""What we ship, run as a user runs it: conf/httpd-gwe-balancer.conf with only
 the node addresses (and this machine's paths and port) set, and the demo
 command of the README."""
 
@@ -14,13 +14,13 @@ import harness
 from harness import (BalancerManager, http_get, http_request, wait_until,
                      worker_url)
 
-SHIPPED_CONF = harness.REPO_DIR / "conf" / "gwe-balancer.conf"
+SHIPPED_CONF = harness.REPO_DIR / "conf" / "httpd-gwe-balancer.conf"
 CONNECT_ERRORS = [r"AH00957", r"AH00959", r"AH01114", r"AH02454",
                   r"AH00940", r"AH10159"]
 
 
 def shipped_defines(root, port, module_so, nodes):
-    """The Defines that run conf/gwe-balancer.conf under root (logs/,
+    """The Defines that run conf/httpd-gwe-balancer.conf under root (logs/,
     run/, and modules/: links to the system's modules and to module_so),
     listening on 127.0.0.1:port, in front of nodes (each with .name, the
     node's name, and .port).  test/ and bench/ run the file this way."""
@@ -49,7 +49,7 @@ def shipped_defines(root, port, module_so, nodes):
 
 
 class ShippedHttpd(harness.Httpd):
-    """httpd running conf/gwe-balancer.conf itself, unchanged: what a user
+    """httpd running conf/httpd-gwe-balancer.conf itself, unchanged: what a user
     edits (the node block) and this machine's paths come as -C "Define"s,
     which the file's defaults give way to.  .defines: NAME -> value (None:
     "Define NAME" alone, for <IfDefine NAME>); .directives: more -C

@@ -1,4 +1,4 @@
-"""The shipped configuration's HTTPS front (conf/gwe-balancer.conf, section
+"""The shipped configuration's HTTPS front (conf/httpd-gwe-balancer.conf, section
 7), run as a user runs it: -D GWE_TLS (here -C "Define GWE_TLS") and the
 certificate Defines of section 2, with a throwaway self-signed certificate
 for 127.0.0.1 that every client here verifies (no -k, no CERT_NONE).
