@@ -2,9 +2,10 @@
  * not use this file except in compliance with the License.  You may obtain
  * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
  *
- * gwb_checks.c: startup checks.  One log line per smell, each with its own
- * GWB tag and naming its fix; a configuration that cannot work stops
- * httpd.
+ * gwb_checks.c: startup checks, run by the check_config hook, so that
+ * "apachectl configtest" prints them too.  One log line per smell, each
+ * with its own GWB tag and naming its fix; a configuration that cannot work
+ * stops httpd (and fails configtest).
  */
 
 #include "apr_hash.h"
@@ -54,6 +55,16 @@ static void gwb_check_routes(server_rec *s, proxy_balancer *balancer,
                          "route=<its GWE node application name>",
                          balancer->s->name, w->s->name);
             continue;
+        }
+        if (strstr(w->s->route, "${")) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                         "GWB0110: %s: member %s has route=%s: a variable "
+                         "no Define names, which httpd kept as it stands "
+                         "(AH00111), so no visitor will ever stick to it; "
+                         "define the variable (Define NAME value, or -C "
+                         "\"Define NAME value\") or write the GWE node's "
+                         "application name", balancer->s->name, w->s->name,
+                         w->s->route);
         }
         first = apr_hash_get(seen, w->s->route, APR_HASH_KEY_STRING);
         if (first) {
@@ -244,7 +255,6 @@ static int gwb_check_handoffs(server_rec *s, apr_pool_t *ptemp)
                          h->ws_url);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
-        h->http = http ? gwb_balancer_of(http) : NULL;
         gwb_check_ws_members(s, ws);
         if (!gwb_is_ours(ws)) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,

@@ -22,13 +22,15 @@ const char *const gwb_counter_names[GWB_N_COUNTERS] = {
     "websocket-handoff"
 };
 
-/* The start of the shared memory segment; the counter rows follow it. */
+/* The start of the shared memory segment; each balancer's part
+ * (gwb_balancer_shm) follows it. */
 typedef struct {
     /* Bumped whenever balancer-manager may have changed a route. */
     apr_uint32_t manager_generation;
+    apr_time_t start_time;      /* of this generation: counters start at 0 */
 } gwb_shared_head;
 
-#define GWB_ROWS_OFFSET APR_ALIGN_DEFAULT(sizeof(gwb_shared_head))
+#define GWB_BALANCERS_OFFSET APR_ALIGN_DEFAULT(sizeof(gwb_shared_head))
 
 /* Built at startup, read-only afterwards. */
 static gwb_shared_head *gwb_shared;
@@ -50,19 +52,43 @@ void gwb_each_balancer(server_rec *main_s, gwb_balancer_fn *fn, void *baton)
     }
 }
 
-/* Counts a decision in the balancer's total and in the row of the member
- * it is about (NULL: none). */
+/* Counts a decision in the row of the member it is about (NULL: none). */
 void gwb_count(gwb_balancer *rec, const proxy_worker *about,
                gwb_counter which)
 {
+    int row = 0;
+
     if (!rec || !rec->rows) {
         return;
     }
-    apr_atomic_inc32(&rec->rows[0].n[which]);
     if (about && about->s->index >= 0
         && about->s->index < rec->member_rows) {
-        apr_atomic_inc32(&rec->rows[1 + about->s->index].n[which]);
+        row = 1 + about->s->index;
     }
+    gwb_counter_inc(&rec->rows[row].n[which]);
+}
+
+/* Each row only grows, so a sum of rows read one after the other never
+ * goes backwards from one reading to the next. */
+apr_uint64_t gwb_count_total(const gwb_balancer *rec, gwb_counter which)
+{
+    apr_uint64_t total = 0;
+    int row;
+
+    for (row = 0; row <= rec->member_rows; row++) {
+        total += gwb_counter_read(&rec->rows[row].n[which]);
+    }
+    return total;
+}
+
+apr_time_t gwb_start_time(void)
+{
+    return gwb_shared ? gwb_shared->start_time : 0;
+}
+
+const apr_array_header_t *gwb_all_balancers(void)
+{
+    return gwb_records;
 }
 
 apr_uint32_t gwb_manager_generation(void)
@@ -97,10 +123,17 @@ static int gwb_member_slots(const proxy_balancer *b,
     return b->workers->nelts + (growth > 0 ? growth : 0);
 }
 
+/* A balancer's part of the shared memory. */
+static apr_size_t gwb_shm_size(int member_rows)
+{
+    return APR_ALIGN_DEFAULT(sizeof(gwb_balancer_shm)
+                             + (1 + member_rows) * sizeof(gwb_counts));
+}
+
 typedef struct {
     apr_pool_t *pconf;
     apr_hash_t *first_copy;     /* workers array -> its first record */
-    apr_size_t rows;
+    apr_size_t size;            /* of the balancers' shared memory */
 } gwb_build_ctx;
 
 /* A record per balancer struct, hung on balancer->context (httpd's
@@ -121,7 +154,7 @@ static void gwb_add_record(server_rec *s, proxy_server_conf *proxy_conf,
     else {
         rec->shows_counters = 1;
         rec->member_rows = gwb_member_slots(b, proxy_conf);
-        ctx->rows += 1 + rec->member_rows;
+        ctx->size += gwb_shm_size(rec->member_rows);
         apr_hash_set(ctx->first_copy, &b->workers, sizeof(b->workers), rec);
     }
     b->context = rec;
@@ -129,8 +162,8 @@ static void gwb_add_record(server_rec *s, proxy_server_conf *proxy_conf,
 }
 
 /* One anonymous shared memory segment that the children inherit: the head,
- * then the counter rows of each balancer (the copies virtual hosts hold
- * share their first copy's).  A restart makes a new one: the counters count
+ * then each balancer's part (the copies virtual hosts hold share their
+ * first copy's).  A restart makes a new one: the counters count
  * since the last (re)start. */
 apr_status_t gwb_create_balancers(server_rec *main_s, apr_pool_t *pconf)
 {
@@ -138,37 +171,39 @@ apr_status_t gwb_create_balancers(server_rec *main_s, apr_pool_t *pconf)
     apr_size_t size;
     apr_shm_t *shm;
     apr_status_t rv;
-    gwb_counts *next;
+    char *next;
     int i;
 
     ctx.pconf = pconf;
     ctx.first_copy = apr_hash_make(pconf);
-    ctx.rows = 0;
+    ctx.size = 0;
     gwb_records = apr_array_make(pconf, 4, sizeof(gwb_balancer *));
     gwb_each_balancer(main_s, gwb_add_record, &ctx);
 
-    size = GWB_ROWS_OFFSET + ctx.rows * sizeof(gwb_counts);
+    size = GWB_BALANCERS_OFFSET + ctx.size;
     if ((rv = apr_shm_create(&shm, size, NULL, pconf)) != APR_SUCCESS) {
         gwb_shared = NULL;
         return rv;
     }
     gwb_shared = apr_shm_baseaddr_get(shm);
     memset(gwb_shared, 0, size);
-    next = (gwb_counts *)((char *)gwb_shared + GWB_ROWS_OFFSET);
+    gwb_shared->start_time = apr_time_now();
+    next = (char *)gwb_shared + GWB_BALANCERS_OFFSET;
     for (i = 0; i < gwb_records->nelts; i++) {
         gwb_balancer *rec = APR_ARRAY_IDX(gwb_records, i, gwb_balancer *);
 
         if (rec->shows_counters) {
-            rec->rows = next;
-            next += 1 + rec->member_rows;
+            rec->shm = (gwb_balancer_shm *)next;
+            next += gwb_shm_size(rec->member_rows);
         }
         else {
             const gwb_balancer *first =
                 apr_hash_get(ctx.first_copy, &rec->balancer->workers,
                              sizeof(rec->balancer->workers));
 
-            rec->rows = first->rows;
+            rec->shm = first->shm;
         }
+        rec->rows = rec->shm->rows;
     }
     return APR_SUCCESS;
 }
@@ -177,8 +212,7 @@ apr_status_t gwb_create_balancers(server_rec *main_s, apr_pool_t *pconf)
  * The counters in /server-status.
  * ------------------------------------------------------------------------ */
 
-static const char *gwb_row_name(const gwb_balancer *rec, int row,
-                                apr_pool_t *p)
+const char *gwb_row_name(const gwb_balancer *rec, int row, apr_pool_t *p)
 {
     int i;
 
@@ -195,38 +229,52 @@ static const char *gwb_row_name(const gwb_balancer *rec, int row,
     return apr_psprintf(p, "slot-%d", row - 1);
 }
 
-static int gwb_row_is_empty(const gwb_counts *row)
+const char *gwb_short_name(const proxy_balancer *balancer)
+{
+    const char *name = balancer->s->name;
+
+    if (!ap_cstr_casecmpn(name, GWB_BALANCER_PREFIX,
+                          GWB_BALANCER_PREFIX_LEN)) {
+        name += GWB_BALANCER_PREFIX_LEN;
+    }
+    return name;
+}
+
+int gwb_row_is_empty(const gwb_counts *row)
 {
     int k;
 
     for (k = 0; k < GWB_N_COUNTERS; k++) {
-        if (apr_atomic_read32((apr_uint32_t *)&row->n[k])) {
+        if (gwb_counter_read(&row->n[k])) {
             return 0;
         }
     }
     return 1;
 }
 
+/* A member's count, or with row 0 the balancer's total. */
+static apr_uint64_t gwb_shown_count(const gwb_balancer *rec, int row,
+                                    gwb_counter which)
+{
+    return row ? gwb_counter_read(&rec->rows[row].n[which])
+               : gwb_count_total(rec, which);
+}
+
 /* ?auto: one "key: value" line per counter, e.g.
  * "GWEBalancer gwe GWE_Node_1 sticky: 12"; the route "*" is the total. */
 static void gwb_status_short(request_rec *r, const gwb_balancer *rec)
 {
-    const char *name = rec->balancer->s->name;
+    const char *name = gwb_short_name(rec->balancer);
     int row, k;
 
-    if (!ap_cstr_casecmpn(name, GWB_BALANCER_PREFIX,
-                          GWB_BALANCER_PREFIX_LEN)) {
-        name += GWB_BALANCER_PREFIX_LEN;
-    }
     for (row = 0; row <= rec->member_rows; row++) {
         if (row && gwb_row_is_empty(&rec->rows[row])) {
             continue;
         }
         for (k = 0; k < GWB_N_COUNTERS; k++) {
-            ap_rprintf(r, "GWEBalancer %s %s %s: %u\n", name,
-                       row ? gwb_row_name(rec, row, r->pool) : "*",
-                       gwb_counter_names[k],
-                       apr_atomic_read32(&rec->rows[row].n[k]));
+            ap_rprintf(r, "GWEBalancer %s %s %s: %" APR_UINT64_T_FMT "\n",
+                       name, row ? gwb_row_name(rec, row, r->pool) : "*",
+                       gwb_counter_names[k], gwb_shown_count(rec, row, k));
         }
     }
 }
@@ -252,8 +300,8 @@ static void gwb_status_table(request_rec *r, const gwb_balancer *rec)
                                                           r->pool))
                    : "<b>all routes</b>");
         for (k = 0; k < GWB_N_COUNTERS; k++) {
-            ap_rprintf(r, "<td>%u</td>",
-                       apr_atomic_read32(&rec->rows[shown].n[k]));
+            ap_rprintf(r, "<td>%" APR_UINT64_T_FMT "</td>",
+                       gwb_shown_count(rec, shown, k));
         }
         ap_rputs("</tr>\n", r);
     }

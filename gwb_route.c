@@ -9,6 +9,7 @@
 
 #include "http_core.h"
 #include "http_request.h"
+#include "apr_atomic.h"
 #include "apr_strings.h"
 
 #include "mod_gwe_balancer.h"
@@ -346,6 +347,116 @@ static void gwb_note_decision(request_rec *r, proxy_balancer *balancer,
     }
 }
 
+/* ------------------------------------------------------------------------
+ * Unknown routes.  A member's route= that differs from its GWE node's
+ * application name (by case, say) sends every visitor of that node to the
+ * fallback, losing its session, with nothing else to show for it.  GWB0204
+ * says so at most once a minute per balancer, across all processes, naming
+ * a few of the routes this process saw: a flood of made-up routes cannot
+ * flood the log.
+ * ------------------------------------------------------------------------ */
+
+#define GWB_UNKNOWN_WARN_SECONDS 60
+
+static void gwb_remember_unknown(gwb_unknown_sample *u, const char *route,
+                                 size_t len)
+{
+    int i;
+
+    if (len >= PROXY_WORKER_MAX_ROUTE_SIZE) {
+        len = PROXY_WORKER_MAX_ROUTE_SIZE - 1;
+    }
+    for (i = 0; i < u->n; i++) {
+        if (gwb_route_equals(u->route[i], route, len)) {
+            return;
+        }
+    }
+    if (u->n < GWB_UNKNOWN_SAMPLES) {
+        memcpy(u->route[u->n], route, len);
+        u->route[u->n++][len] = '\0';
+    }
+}
+
+/* Whether this process is the one to warn now: the first to claim the
+ * minute. */
+static int gwb_unknown_warning_due(gwb_balancer_shm *shm, apr_time_t now)
+{
+    apr_uint32_t sec = (apr_uint32_t)apr_time_sec(now);
+    apr_uint32_t last = apr_atomic_read32(&shm->unknown_warned_at);
+
+    if (last && sec - last < GWB_UNKNOWN_WARN_SECONDS) {
+        return 0;
+    }
+    return apr_atomic_cas32(&shm->unknown_warned_at, sec, last) == last;
+}
+
+/* "'GWE_Node_2' (member route GWE_node_2 differs only in case), 'x'" */
+static const char *gwb_unknown_list(const gwb_balancer *rec, apr_pool_t *p)
+{
+    const apr_array_header_t *workers = rec->balancer->workers;
+    const char *list = "";
+    int i, k;
+
+    for (i = 0; i < rec->unknown.n; i++) {
+        const char *route = rec->unknown.route[i];
+        const char *hint = "";
+
+        for (k = 0; k < workers->nelts; k++) {
+            const proxy_worker *w = APR_ARRAY_IDX(workers, k,
+                                                  proxy_worker *);
+
+            if (ap_cstr_casecmp(w->s->route, route) == 0) {
+                hint = apr_psprintf(p, " (member route %s differs only in "
+                                    "case)", w->s->route);
+                break;
+            }
+        }
+        list = apr_psprintf(p, "%s%s'%s'%s", list, i ? ", " : "", route,
+                            hint);
+    }
+    return list;
+}
+
+static const char *gwb_member_routes(const proxy_balancer *balancer,
+                                     apr_pool_t *p)
+{
+    const char *list = "";
+    int i;
+
+    for (i = 0; i < balancer->workers->nelts; i++) {
+        const proxy_worker *w = APR_ARRAY_IDX(balancer->workers, i,
+                                              proxy_worker *);
+
+        if (*w->s->route) {
+            list = apr_pstrcat(p, list, *list ? ", " : "", w->s->route,
+                               NULL);
+        }
+    }
+    return *list ? list : "none";
+}
+
+static void gwb_report_unknown_route(gwb_balancer *rec, request_rec *r,
+                                     const gwb_route_pick *pick)
+{
+    gwb_remember_unknown(&rec->unknown, pick->route, pick->route_len);
+    if (!gwb_unknown_warning_due(rec->shm, r->request_time)) {
+        return;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                  "GWB0204: %s: visitors present routes that no member "
+                  "carries: %s; they are placed as new visitors and lose "
+                  "their sessions.  Each member's route= must be its GWE "
+                  "node's application name exactly, case included (the "
+                  "node sets GWROUTEID=.<that name>): compare them with "
+                  "the members' routes %s (unknown-route decisions since "
+                  "start: %" APR_UINT64_T_FMT "; this line comes at most "
+                  "once a minute)",
+                  rec->balancer->s->name, gwb_unknown_list(rec, r->pool),
+                  gwb_member_routes(rec->balancer, r->pool),
+                  gwb_count_total(rec, GWB_C_UNKNOWN));
+    rec->unknown.n = 0;
+}
+
 static proxy_worker *gwb_find_worker(proxy_balancer *balancer,
                                      request_rec *r)
 {
@@ -399,6 +510,9 @@ static proxy_worker *gwb_find_worker(proxy_balancer *balancer,
     /* Sticky hits and new visitors count for the member that took them;
      * redirects, failovers and refusals for the member the cookie named. */
     gwb_count(lc.rec, about ? about : chosen, counter);
+    if (counter == GWB_C_UNKNOWN && lc.rec) {
+        gwb_report_unknown_route(lc.rec, r, &pick);
+    }
     gwb_note_decision(r, balancer, &pick, names, gwb_counter_names[counter],
                       chosen);
     return chosen;
@@ -492,4 +606,30 @@ int gwb_hand_off_websocket(proxy_worker **worker, proxy_balancer **balancer,
                   "GWB0203: WebSocket upgrade for %s handed to %s",
                   handoff->http_url, handoff->ws_url);
     return DECLINED;
+}
+
+/* Links each GWEBalancerWebSocket to its HTTP balancer's record, whose
+ * counters count the handoffs (gwb_check_handoffs() has checked them). */
+void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp)
+{
+    server_rec *s;
+    int i;
+
+    for (s = main_s; s; s = s->next) {
+        const gwb_server_conf *conf =
+            ap_get_module_config(s->module_config, &gwe_balancer_module);
+        proxy_server_conf *pconf =
+            ap_get_module_config(s->module_config, &proxy_module);
+
+        for (i = 0; conf->ws_handoffs && i < conf->ws_handoffs->nelts; i++) {
+            gwb_ws_handoff *h = &APR_ARRAY_IDX(conf->ws_handoffs, i,
+                                               gwb_ws_handoff);
+            proxy_balancer *http = ap_proxy_get_balancer(ptemp, pconf,
+                                                         h->http_url, 0);
+
+            if (!h->http && http) {
+                h->http = gwb_balancer_of(http);
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@
  *
  * Build:   make -f Makefile.apxs
  *          (or: apxs -c mod_gwe_balancer.c gwb_route.c gwb_counters.c
- *                       gwb_checks.c)
+ *                       gwb_metrics.c gwb_checks.c)
  * Use:     ProxySet lbmethod=gwesticky  in a <Proxy "balancer://..."> block
  *
  * How a member is chosen
@@ -55,8 +55,8 @@
  * Files (README, "Hacking", has the map): this one holds the configuration
  * (directives, server config, startup) and the hooks; gwb_cookie.h the
  * cookie parser; gwb_route.c the finder and the WebSocket handoff;
- * gwb_counters.c the balancer records, counters and status pages;
- * gwb_checks.c the startup checks.
+ * gwb_counters.c the balancer records, counters and server-status;
+ * gwb_metrics.c the Prometheus metrics; gwb_checks.c the startup checks.
  */
 
 #include "ap_provider.h"
@@ -66,15 +66,31 @@
 
 #include "mod_gwe_balancer.h"
 
-static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
-                           apr_pool_t *ptemp, server_rec *s)
+/* The startup checks need only the configuration; their log lines must
+ * reach whoever can act on them, once.  httpd reads its configuration
+ * twice at startup.  In the first pass (all that "apachectl configtest"
+ * runs), what is logged before the logs are open goes to the console; in
+ * the second (configuration generation 1), to nowhere once the daemon has
+ * detached, else to the error log.  On a restart (generation 2 on) it goes
+ * to the error log, which httpd keeps as its stderr. */
+static int gwb_is_initial_real_pass(void)
 {
-    apr_status_t rv;
+    return ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_CONFIG
+           && ap_state_query(AP_SQ_CONFIG_GEN) == 1;
+}
 
-    /* The first of the two startup passes only tests the configuration. */
-    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
-        return OK;
-    }
+static int gwb_run_checks(server_rec *s, apr_pool_t *ptemp)
+{
+    gwb_check_balancers(s, ptemp);
+    return gwb_check_all_handoffs(s, ptemp);
+}
+
+/* In every pass but the daemon's second, check_config runs the checks: so
+ * configtest reports everything, and refuses (exit 1) what would stop
+ * httpd, before a restart could take the site down. */
+static int gwb_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                            apr_pool_t *ptemp, server_rec *s)
+{
     if (!gwb_route_init()) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                      "GWB0001: mod_proxy and mod_proxy_balancer (2.4.35 or "
@@ -83,6 +99,25 @@ static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "gwe_balancer_module");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    return gwb_is_initial_real_pass() ? OK : gwb_run_checks(s, ptemp);
+}
+
+static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    apr_status_t rv;
+    int status;
+
+    /* The first of the two startup passes only tests the configuration. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    /* The daemon's second pass: the checks once more, into the error log
+     * that is open now. */
+    if (gwb_is_initial_real_pass()
+        && (status = gwb_run_checks(s, ptemp)) != OK) {
+        return status;
+    }
     if ((rv = gwb_create_balancers(s, pconf)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
                      "GWB0004: no shared memory for the routing counters "
@@ -90,13 +125,13 @@ static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "check the system's shared memory limits");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    gwb_link_handoffs(s, ptemp);
     ap_add_version_component(pconf, "mod_gwe_balancer/" GWB_VERSION);
     /* NOTICE is logged whatever the LogLevel: one line per (re)start. */
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                  "GWB0003: mod_gwe_balancer/" GWB_VERSION " (lbmethod "
                  GWB_METHOD_NAME ") ready");
-    gwb_check_balancers(s, ptemp);
-    return gwb_check_all_handoffs(s, ptemp);
+    return OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -257,9 +292,11 @@ static void gwb_register_hooks(apr_pool_t *p)
 
     ap_register_provider(p, PROXY_LBMETHOD, GWB_METHOD_NAME, "0",
                          &gwb_method);
+    ap_hook_check_config(gwb_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(gwb_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     proxy_hook_pre_request(gwb_hand_off_websocket, NULL, before_balancer,
                            APR_HOOK_FIRST);
+    ap_hook_handler(gwb_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, gwb_status_hook, NULL, NULL,
                       APR_HOOK_MIDDLE);
     ap_hook_log_transaction(gwb_note_manager_request, NULL, NULL,

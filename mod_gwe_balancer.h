@@ -70,10 +70,22 @@ GWB_INTERNAL extern const char *const gwb_counter_names[GWB_N_COUNTERS];
 
 /* One row of counters, in shared memory: every child process and thread
  * adds to it with atomic increments, so no count is lost and no lock is
- * taken. */
+ * taken.  64 bits, or 25,000 decisions a second would wrap a count in two
+ * days, which monitoring reads as a restart; the compiler's atomics, since
+ * APR has 64-bit ones only from 1.7 (RHEL 8 ships 1.6). */
 typedef struct {
-    apr_uint32_t n[GWB_N_COUNTERS];
+    apr_uint64_t n[GWB_N_COUNTERS];
 } gwb_counts;
+
+static inline void gwb_counter_inc(apr_uint64_t *n)
+{
+    __atomic_fetch_add(n, 1, __ATOMIC_RELAXED);
+}
+
+static inline apr_uint64_t gwb_counter_read(const apr_uint64_t *n)
+{
+    return __atomic_load_n(n, __ATOMIC_RELAXED);
+}
 
 typedef struct {
     apr_uint32_t hash;
@@ -90,24 +102,53 @@ typedef struct {
     apr_time_t wupdated;        /* balancer->wupdated when built */
 } gwb_route_index;
 
+/* What the processes share of a balancer, in shared memory. */
+typedef struct {
+    apr_uint32_t unknown_warned_at; /* when GWB0204 was last logged (s) */
+    gwb_counts rows[];          /* [0] counts what is about no member, then
+                                 * one row per member slot; a total is
+                                 * their sum */
+} gwb_balancer_shm;
+
+/* Unknown routes this process saw since the last GWB0204, for the next. */
+#define GWB_UNKNOWN_SAMPLES 4
+typedef struct {
+    int n;
+    char route[GWB_UNKNOWN_SAMPLES][PROXY_WORKER_MAX_ROUTE_SIZE];
+} gwb_unknown_sample;
+
 /* Everything the module keeps for one balancer, found from it in O(1)
  * through balancer->context.  Each virtual host holds its own copy of the
  * balancers it inherits, with its own lock, so each copy has its own record
  * and route index; the copies share their members and so their counters. */
 struct gwb_balancer {
     proxy_balancer *balancer;
-    gwb_counts *rows;           /* shared memory: rows[0] is the total, then
-                                 * one row per member slot */
+    gwb_balancer_shm *shm;      /* the first copy's */
+    gwb_counts *rows;           /* shm->rows */
     int member_rows;
     int shows_counters;         /* the first copy, which the pages show */
+    /* Per copy, guarded by the copy's lock, as the finder runs under it: */
     gwb_route_index index;
+    gwb_unknown_sample unknown;
 };
 
 GWB_INTERNAL
 apr_status_t gwb_create_balancers(server_rec *main_s, apr_pool_t *pconf);
 GWB_INTERNAL void gwb_count(gwb_balancer *rec, const proxy_worker *about,
-               gwb_counter which);
+                            gwb_counter which);
+GWB_INTERNAL apr_uint64_t gwb_count_total(const gwb_balancer *rec,
+                                          gwb_counter which);
+/* The name of a member row (1..member_rows): its route, else its URL. */
+GWB_INTERNAL const char *gwb_row_name(const gwb_balancer *rec, int row,
+                                      apr_pool_t *p);
+GWB_INTERNAL int gwb_row_is_empty(const gwb_counts *row);
+/* "gwe" for balancer://gwe. */
+GWB_INTERNAL const char *gwb_short_name(const proxy_balancer *balancer);
 GWB_INTERNAL apr_uint32_t gwb_manager_generation(void);
+/* When httpd last (re)started: the counters count from then. */
+GWB_INTERNAL apr_time_t gwb_start_time(void);
+/* Every record (gwb_balancer *), in server order; NULL before startup. */
+GWB_INTERNAL const apr_array_header_t *gwb_all_balancers(void);
 GWB_INTERNAL int gwb_note_manager_request(request_rec *r);
 GWB_INTERNAL int gwb_status_hook(request_rec *r, int flags);
 
@@ -134,11 +175,18 @@ GWB_INTERNAL extern const proxy_balancer_method gwb_method;
 
 GWB_INTERNAL int gwb_is_ours(const proxy_balancer *balancer);
 GWB_INTERNAL int gwb_route_init(void);
+GWB_INTERNAL void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp);
 GWB_INTERNAL int gwb_hand_off_websocket(proxy_worker **worker,
                                         proxy_balancer **balancer,
                                         request_rec *r,
                                         proxy_server_conf *pconf,
                                         char **url);
+
+/* ------------------------------------------------------------------------
+ * Prometheus metrics (gwb_metrics.c).
+ * ------------------------------------------------------------------------ */
+
+GWB_INTERNAL int gwb_metrics_handler(request_rec *r);
 
 /* ------------------------------------------------------------------------
  * Startup checks (gwb_checks.c).
