@@ -25,12 +25,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import harness
-from harness import BalancerManager, http_get
-from test_shipped import SHIPPED_CONF, ShippedHttpd
-from test_tls import TlsHttpd, make_cert
+from harness import (SHIPPED_CONF, BalancerManager, ShippedHttpd, TlsHttpd,
+                     http_get, make_cert)
 
 ADMIN_PATHS = ("/balancer-manager", "/server-status")
 # The lines httpd logs for each refused admin request.
@@ -68,10 +65,6 @@ class RequireLocalHttpd(ShippedHttpd):
         assert text.count("Require ip 127.0.0.1 ::1") == len(ADMIN_PATHS)
         self.conf_path.write_text(text.replace("Require ip 127.0.0.1 ::1",
                                                "Require local"))
-
-
-# The shipped config as a user runs it, over two demo nodes.
-from test_shipped import shipped  # noqa: E402,F401  (a fixture)
 
 
 def start_two_addresses(cls, tmp_path, module_so, nodes):

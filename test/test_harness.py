@@ -187,7 +187,7 @@ def test_start_answers_and_stop_leaves_nothing(httpd_factory, nodes):
 
     httpd.stop()
     assert not harness.pid_alive(pid) and httpd.pid is None
-    assert harness._group_members(pid) == []
+    assert harness.group_members(pid) == []
     assert not harness.port_accepts(httpd.port)
     assert not httpd.pid_path.exists()
     httpd.stop()                            # idempotent

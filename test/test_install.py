@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from test_package import copy_working_tree
+from harness import copy_working_tree
 
 REPO = harness.REPO_DIR
 

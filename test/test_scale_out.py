@@ -16,10 +16,8 @@ import json
 
 import pytest
 
-from harness import BalancerManager, http_get, http_request, wait_until, \
-    worker_url
-from test_shipped import ShippedHttpd
-from test_websocket import ws_node
+from harness import (BalancerManager, ShippedHttpd, http_get, http_request,
+                     wait_until, worker_url, ws_node)
 
 
 @pytest.fixture
