@@ -28,7 +28,8 @@ from types import SimpleNamespace
 import pytest
 
 import harness
-from harness import copy_working_tree, http_get, twin_balancers, ws_node
+from harness import (copy_working_tree, http_get, tree_entries,
+                     twin_balancers, ws_node)
 
 PACKAGE = "libapache2-mod-gwe-balancer"
 REPO = harness.REPO_DIR
@@ -281,22 +282,16 @@ def snapshot_tree(root):
     link target or content hash (and content, for small files, so that
     restore_tree() can put a marker file back)."""
     result = {}
-    if not root.exists():
-        return result
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = os.lstat(path)
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                result[rel] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                result[rel] = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                data = path.read_bytes()
-                result[rel] = ("file", stat.S_IMODE(st.st_mode),
-                               hashlib.sha256(data).hexdigest(),
-                               data if len(data) <= 4096 else None)
+    for rel, path, st in tree_entries(root):
+        if stat.S_ISLNK(st.st_mode):
+            result[rel] = ("link", os.readlink(path))
+        elif stat.S_ISDIR(st.st_mode):
+            result[rel] = ("dir", stat.S_IMODE(st.st_mode))
+        else:
+            data = path.read_bytes()
+            result[rel] = ("file", stat.S_IMODE(st.st_mode),
+                           hashlib.sha256(data).hexdigest(),
+                           data if len(data) <= 4096 else None)
     return result
 
 

@@ -25,8 +25,9 @@ stopped by its own PID.
 from .base import (APACHE2, MODULE_SO, MODULES_DIR, NODE_SCRIPT, PYTHON,
                    REPO_DIR, TEST_DIR, HarnessError, free_port, port_accepts,
                    wait_until)
-from .clients import (HttpSession, Response, h2c_get, http_get, http_request,
-                      raw_http, ws_node, ws_talk)
+from .clients import (HttpSession, Response, cometd_connect, cometd_handshake,
+                      h2c_get, http_get, http_request, raw_http,
+                      ws_cometd_sessions, ws_node, ws_talk)
 from .configs import (PROXYPASS, balancer_block, balancer_manager_block,
                       route_cookie, twin_balancers, worker_url)
 from .httpd import BASE_MODULES, Httpd
@@ -39,14 +40,15 @@ from .processes import (Node, become_subreaper, created_httpds, group_members,
                         pid_alive, reap_apache_zombies, stop_all)
 from .shipped import (SHIPPED_CONF, TLS_ENVIRONMENT_WARNINGS, ShippedHttpd,
                       TlsHttpd, make_cert, shipped_defines)
-from .tree import copy_working_tree
+from .tree import copy_working_tree, tree_entries
 
 __all__ = [
     "APACHE2", "MODULE_SO", "MODULES_DIR", "NODE_SCRIPT", "PYTHON",
     "REPO_DIR", "TEST_DIR", "HarnessError", "free_port", "port_accepts",
     "wait_until",
-    "HttpSession", "Response", "h2c_get", "http_get", "http_request",
-    "raw_http", "ws_node", "ws_talk",
+    "HttpSession", "Response", "cometd_connect", "cometd_handshake",
+    "h2c_get", "http_get", "http_request", "raw_http", "ws_cometd_sessions",
+    "ws_node", "ws_talk",
     "PROXYPASS", "balancer_block", "balancer_manager_block", "route_cookie",
     "twin_balancers", "worker_url",
     "BASE_MODULES", "Httpd",
@@ -59,5 +61,5 @@ __all__ = [
     "pid_alive", "reap_apache_zombies", "stop_all",
     "SHIPPED_CONF", "TLS_ENVIRONMENT_WARNINGS", "ShippedHttpd", "TlsHttpd",
     "make_cert", "shipped_defines",
-    "copy_working_tree",
+    "copy_working_tree", "tree_entries",
 ]

@@ -45,6 +45,15 @@ def copy_working_tree(dest, repo=REPO_DIR):
         shutil.copy2(src, target, follow_symlinks=False)
 
 
+def tree_entries(root):
+    """(relative path, path, os.lstat() of it) for everything under root,
+    directories included, links not followed; nothing if root is absent."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            yield str(path.relative_to(root)), path, os.lstat(path)
+
+
 def _git_files(repo):
     """Tracked and untracked files that git does not ignore."""
     proc = subprocess.run(["git", "-C", str(repo), "ls-files", "-z",
