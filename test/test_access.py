@@ -36,20 +36,8 @@ DENIED = (r"AH01630: client denied by server configuration: "
 
 
 def get_from(source, host, port, path, cookie=None):
-    """GET path from host:port over a socket bound to the address source;
-    returns a harness.Response."""
-    conn = http.client.HTTPConnection(host, port, timeout=10,
-                                      source_address=(source, 0))
-    try:
-        headers = {"Connection": "close"}
-        if cookie:
-            headers["Cookie"] = cookie
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        return harness.Response(resp.status, resp.reason, resp.msg,
-                                resp.read())
-    finally:
-        conn.close()
+    """GET path from host:port over a socket bound to the address source."""
+    return http_get(port, path, cookie=cookie, host=host, source=source)
 
 
 class RequireLocalHttpd(ShippedHttpd):

@@ -5,17 +5,17 @@ demo nodes, GWE_Node_1..3, and asserts on which node answered (the node's
 X-GWE-Node header), on what the access log recorded and on error_log.
 """
 
-import json
 import re
 import signal
 import threading
 
 import pytest
 
-from harness import (CONNECT_ERRORS, PROXYPASS, BalancerManager,
-                     balancer_block, balancer_manager_block, free_port,
-                     h2c_get, http_get, http_request, route_cookie,
-                     wait_until, worker_url)
+from harness import (CONNECT_ERRORS, PROXYPASS, REPO_DIR, BalancerManager,
+                     balancer_block, balancer_manager_block, cometd_connect,
+                     cometd_handshake, free_port, h2c_get, http_get,
+                     route_cookie, wait_until, worker_url)
+
 
 @pytest.fixture
 def gwe(httpd_factory):
@@ -520,22 +520,12 @@ def cometd_visitors(h, visitors, polls):
     """Browsers doing CometD long-polling through the balancer: handshake
     without a cookie, keep the cookie the node sets, then connect polls
     times.  Returns how many connects succeeded."""
+    json_type = {"Content-Type": "application/json"}
     ok = 0
     for _ in range(visitors):
-        r = http_request("POST", h.port, "/server/cometd/handshake",
-                         body=json.dumps([{"channel": "/meta/handshake"}]),
-                         headers={"Content-Type": "application/json"})
-        assert r.status == 200
-        client_id = r.json()[0]["clientId"]
-        cookie = r.set_cookies[0].split(";")[0]
-        for _ in range(polls):
-            r = http_request(
-                "POST", h.port, "/server/cometd/connect", cookie=cookie,
-                body=json.dumps([{"channel": "/meta/connect",
-                                  "clientId": client_id}]),
-                headers={"Content-Type": "application/json"})
-            assert r.status == 200
-            ok += bool(r.json()[0]["successful"])
+        client_id, cookie = cometd_handshake(h.port, headers=json_type)
+        ok += sum(cometd_connect(h.port, client_id, cookie, headers=json_type)
+                  for _ in range(polls))
     return ok
 
 
@@ -548,8 +538,7 @@ def test_stickiness_checks_fail_without_gwesticky(gwe, nodes):
 
 def test_version_at_startup_and_in_server_status(httpd_factory, nodes):
     version = re.search(r'#define GWB_VERSION "([^"]+)"',
-                        open(__import__("harness").REPO_DIR /
-                             "mod_gwe_balancer.c").read()).group(1)
+                        open(REPO_DIR / "mod_gwe_balancer.c").read()).group(1)
     h = httpd_factory(gwe=True)
     h.write_config("ServerTokens Full\n"
                    '<Location "/server-status">\n'

@@ -2,8 +2,6 @@
 the node addresses (and this machine's paths and port) set, and the demo
 command of the README."""
 
-import asyncio
-import json
 import os
 import re
 import signal
@@ -12,8 +10,8 @@ import subprocess
 
 import harness
 from harness import (CONNECT_ERRORS, BalancerManager, ShippedHttpd,
-                     http_get, http_request, wait_until, worker_url, ws_node,
-                     ws_talk)
+                     cometd_connect, cometd_handshake, http_get, route_cookie,
+                     wait_until, worker_url, ws_cometd_sessions, ws_node)
 
 
 def test_shipped_config_parses_with_its_example_nodes(tmp_path, module_so):
@@ -41,35 +39,16 @@ def test_shipped_config_routes_by_cookie(shipped):
 def test_shipped_config_keeps_cometd_sessions(shipped):
     h, nodes = shipped
     for _ in range(4):
-        r = http_request("POST", h.port, "/server/cometd/handshake",
-                         body=json.dumps([{"channel": "/meta/handshake"}]))
-        client_id = r.json()[0]["clientId"]
-        cookie = r.set_cookies[0].split(";")[0]
+        client_id, cookie = cometd_handshake(h.port)
         for _ in range(5):
-            r = http_request("POST", h.port, "/server/cometd/connect",
-                             cookie=cookie, body=json.dumps(
-                                 [{"channel": "/meta/connect",
-                                   "clientId": client_id}]))
-            assert r.json()[0]["successful"] is True
+            assert cometd_connect(h.port, client_id, cookie) is True
 
 
 def test_shipped_config_keeps_cometd_sessions_over_websocket(shipped):
     h, nodes = shipped
-
-    async def visitor(node):
-        cookie = "GWROUTEID=." + node.name
-        got, replies = await ws_talk(h.port, cookie, [
-            json.dumps([{"channel": "/meta/handshake"}])])
-        client_id = json.loads(replies[0])[0]["clientId"]
-        got, replies = await ws_talk(h.port, cookie, [json.dumps(
-            [{"channel": "/meta/connect", "clientId": client_id}])] * 5)
-        return got, [json.loads(r)[0]["successful"] for r in replies]
-
-    async def visitors():
-        return await asyncio.gather(*(visitor(nodes[i % 2])
-                                      for i in range(10)))
-    for i, (got, ok) in enumerate(asyncio.run(visitors())):
-        assert got == nodes[i % 2].name and ok == [True] * 5
+    visitors = [nodes[i % 2] for i in range(10)]
+    assert ws_cometd_sessions(h.port, map(route_cookie, visitors), 5) == \
+        [(node.name, [True] * 5) for node in visitors]
 
 
 def test_shipped_config_fails_over_from_a_dead_node(shipped):

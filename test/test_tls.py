@@ -10,7 +10,6 @@ the commented variant for nodes that serve HTTPS themselves (https:// and
 wss:// members, verified against their CA) works as written."""
 
 import asyncio
-import json
 import re
 import ssl
 import subprocess
@@ -20,7 +19,8 @@ import pytest
 
 import harness
 from harness import (SHIPPED_CONF, BalancerManager, ShippedHttpd, TlsHttpd,
-                     http_get, make_cert, wait_until, worker_url)
+                     cometd_connect, cometd_handshake, http_get, make_cert,
+                     route_cookie, wait_until, worker_url, ws_cometd_sessions)
 
 
 @pytest.fixture
@@ -68,15 +68,10 @@ def test_https_routes_by_cookie(tls):
 def test_https_keeps_cometd_sessions(tls):
     h, nodes = tls
     for _ in range(4):
-        r = h.https("POST", "/server/cometd/handshake",
-                    body=json.dumps([{"channel": "/meta/handshake"}]))
-        client_id = r.json()[0]["clientId"]
-        cookie = r.set_cookies[0].split(";")[0]
+        client_id, cookie = cometd_handshake(h.tls_port, ssl=h.context())
         for _ in range(3):
-            r = h.https("POST", "/server/cometd/connect", cookie=cookie,
-                        body=json.dumps([{"channel": "/meta/connect",
-                                          "clientId": client_id}]))
-            assert r.json()[0]["successful"] is True
+            assert cometd_connect(h.tls_port, client_id, cookie,
+                                  ssl=h.context()) is True
 
 
 def test_wss_routes_by_cookie(tls):
@@ -91,21 +86,10 @@ def test_wss_routes_by_cookie(tls):
 
 def test_wss_keeps_cometd_sessions(tls):
     h, nodes = tls
-
-    async def visitor(node):
-        cookie = "GWROUTEID=." + node.name
-        got, replies = await h.wss_talk(cookie, [
-            json.dumps([{"channel": "/meta/handshake"}])])
-        client_id = json.loads(replies[0])[0]["clientId"]
-        got, replies = await h.wss_talk(cookie, [json.dumps(
-            [{"channel": "/meta/connect", "clientId": client_id}])] * 5)
-        return got, [json.loads(r)[0]["successful"] for r in replies]
-
-    async def visitors():
-        return await asyncio.gather(*(visitor(nodes[i % 2])
-                                      for i in range(6)))
-    for i, (got, ok) in enumerate(asyncio.run(visitors())):
-        assert got == nodes[i % 2].name and ok == [True] * 5
+    visitors = [nodes[i % 2] for i in range(6)]
+    assert ws_cometd_sessions(h.tls_port, map(route_cookie, visitors), 5,
+                              ssl=h.context()) == \
+        [(node.name, [True] * 5) for node in visitors]
 
 
 def test_http2_routes_by_cookie(tls):

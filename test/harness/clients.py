@@ -108,30 +108,37 @@ def _send(conn, method, path, body, headers, cookie, host, port):
 
 
 def http_request(method, port, path, body=None, headers=None, cookie=None,
-                 timeout=10, host="127.0.0.1"):
+                 timeout=10, host="127.0.0.1", ssl=None, source=None):
     """One request on a new connection, with Connection: close unless
     headers has a Connection header.  headers: dict or list of pairs (a
     name may repeat; a Host header replaces the default HOST:PORT); cookie:
     None (no Cookie header), a str sent byte-exact (UTF-8; or bytes), or a
     list of them sent as one Cookie header each.  Values with CR or LF are
-    refused by http.client: send those with raw_http()."""
+    refused by http.client: send those with raw_http().  ssl: an
+    SSLContext, for HTTPS; source: the client's address to bind."""
     # Connection: close (unless headers say otherwise): httpd need not keep
     # an idle connection of ours open until KeepAliveTimeout.
     if not any(name.lower() == "connection"
                for name, _ in _header_items(headers)):
         headers = _header_items(headers) + [("Connection", "close")]
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    source_address = (source, 0) if source else None
+    if ssl:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                           context=ssl,
+                                           source_address=source_address)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout,
+                                          source_address=source_address)
     try:
         return _send(conn, method, path, body, headers, cookie, host, port)
     finally:
         conn.close()
 
 
-def http_get(port, path, headers=None, cookie=None, timeout=10,
-             host="127.0.0.1"):
-    """GET path; see http_request()."""
+def http_get(port, path, headers=None, cookie=None, **kw):
+    """GET path; see http_request() for kw."""
     return http_request("GET", port, path, headers=headers, cookie=cookie,
-                        timeout=timeout, host=host)
+                        **kw)
 
 
 class HttpSession:
@@ -237,11 +244,59 @@ async def ws_talk(port, cookie=None, messages=("hello",), path="/server/cometd",
         return ws.response_headers.get("X-GWE-Node"), replies
 
 
-def ws_node(port, cookie=None):
+def ws_node(port, cookie=None, ssl=None):
     """The node that answered a WebSocket opened with cookie (the demo
     node answers a message with "<node name>:<message>")."""
-    node, replies = asyncio.run(ws_talk(port, cookie))
+    node, replies = asyncio.run(ws_talk(port, cookie, ssl=ssl))
     if replies != ["%s:hello" % node]:
         raise HarnessError("WebSocket answered by %s replied %r"
                            % (node, replies))
     return node
+
+
+# CometD as the demo node speaks it (test/gwe_node.py): a handshake hands out
+# a clientId that only the node which made it knows.
+
+def cometd_handshake(port, **kw):
+    """A CometD handshake by long-polling, without a cookie, as a visitor's
+    first request: (the clientId, the route cookie the node set, as
+    NAME=VALUE).  kw go to http_request() (ssl, headers...)."""
+    r = http_request("POST", port, "/server/cometd/handshake",
+                     body=json.dumps([{"channel": "/meta/handshake"}]), **kw)
+    if r.status != 200:
+        raise HarnessError("CometD handshake -> %s %r" % (r.status, r.body))
+    return r.json()[0]["clientId"], r.set_cookies[0].split(";")[0]
+
+
+def cometd_connect(port, client_id, cookie, **kw):
+    """One CometD /meta/connect by long-polling, sending cookie: whether
+    it succeeded (false when a node that does not know client_id
+    answered)."""
+    r = http_request("POST", port, "/server/cometd/connect", cookie=cookie,
+                     body=json.dumps([{"channel": "/meta/connect",
+                                       "clientId": client_id}]), **kw)
+    if r.status != 200:
+        raise HarnessError("CometD connect -> %s %r" % (r.status, r.body))
+    return r.json()[0]["successful"]
+
+
+def ws_cometd_sessions(port, cookies, connects, ssl=None):
+    """A CometD session over WebSocket for each cookie, all at once: a
+    handshake on one WebSocket, then connects /meta/connect on another,
+    both sending the cookie.  Returns, for each, (the node that answered
+    the second, whether each connect succeeded)."""
+    async def all_of_them():
+        return await asyncio.gather(*(
+            _ws_cometd_session(port, cookie, connects, ssl)
+            for cookie in cookies))
+    return asyncio.run(all_of_them())
+
+
+async def _ws_cometd_session(port, cookie, connects, ssl):
+    _, replies = await ws_talk(port, cookie, [
+        json.dumps([{"channel": "/meta/handshake"}])], ssl=ssl)
+    client_id = json.loads(replies[0])[0]["clientId"]
+    node, replies = await ws_talk(port, cookie, [json.dumps(
+        [{"channel": "/meta/connect", "clientId": client_id}])] * connects,
+        ssl=ssl)
+    return node, [json.loads(r)[0]["successful"] for r in replies]

@@ -1,7 +1,6 @@
 """The shipped configuration, conf/httpd-gwe-balancer.conf, run as a user
 runs it (ShippedHttpd), and with its HTTPS front on (TlsHttpd)."""
 
-import asyncio
 import http.client
 import io
 import re
@@ -11,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from .base import APACHE2, MODULES_DIR, REPO_DIR, HarnessError, free_port
-from .clients import Response, ws_talk
+from .clients import Response, http_request, ws_node, ws_talk
 from .httpd import Httpd
 
 SHIPPED_CONF = REPO_DIR / "conf" / "httpd-gwe-balancer.conf"
@@ -134,19 +133,10 @@ class TlsHttpd(ShippedHttpd):
         return ssl.create_default_context(cafile=str(self.cert))
 
     def https(self, method, path, body=None, cookie=None, headers=None):
-        conn = http.client.HTTPSConnection("127.0.0.1", self.tls_port,
-                                           context=self.context(),
-                                           timeout=10)
-        try:
-            headers = dict(headers or {}, Connection="close")
-            if cookie:
-                headers["Cookie"] = cookie
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return Response(resp.status, resp.reason, resp.msg,
-                                    resp.read())
-        finally:
-            conn.close()
+        """One request to the HTTPS front (see http_request())."""
+        return http_request(method, self.tls_port, path, body=body,
+                            cookie=cookie, headers=headers,
+                            ssl=self.context())
 
     def https_get(self, path, cookie=None, headers=None):
         return self.https("GET", path, cookie=cookie, headers=headers)
@@ -159,9 +149,8 @@ class TlsHttpd(ShippedHttpd):
                              ssl=self.context())
 
     def wss_node(self, cookie=None):
-        node, replies = asyncio.run(self.wss_talk(cookie))
-        assert replies == ["%s:hello" % node]
-        return node
+        """The node that answered a wss:// WebSocket opened with cookie."""
+        return ws_node(self.tls_port, cookie, ssl=self.context())
 
     def h2_get(self, path, cookies=(), timeout=10):
         """GET over HTTP/2 in TLS (ALPN h2), by curl, verifying the
