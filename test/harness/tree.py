@@ -68,7 +68,7 @@ def _git_files(repo):
 
 def _unignored_files(repo):
     """Every file under repo that repo/.gitignore does not ignore, and
-    nothing under .git."""
+    nothing of git's own (.git, a directory, or a file in a worktree)."""
     patterns = _gitignore_patterns(repo / ".gitignore")
     files = []
     for dirpath, dirnames, filenames in os.walk(repo):
@@ -76,8 +76,8 @@ def _unignored_files(repo):
         dirnames[:] = sorted(
             d for d in dirnames if d != ".git"
             and not _ignored((top / d).parts, True, patterns))
-        files += [str(top / f) for f in sorted(filenames)
-                  if not _ignored((top / f).parts, False, patterns)]
+        files += [str(top / f) for f in sorted(filenames) if f != ".git"
+                  and not _ignored((top / f).parts, False, patterns)]
     return files
 
 
