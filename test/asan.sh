@@ -42,24 +42,31 @@ WFLAGS="-Wall -Wextra -Wno-unused-parameter -Werror"
 
 rm -rf "$out"
 mkdir -p "$out"
-# apxs (libtool) writes its objects next to the source it compiles: build a
-# copy in build-asan/, never the source at the top (that would overwrite
-# the normal build in .libs/).
-cp -p mod_gwe_balancer.c "$out/"
-wc=()
+# apxs (libtool) writes its objects next to the sources it compiles: build
+# a copy in build-asan/ with Makefile.apxs, never the sources at the top
+# (that would overwrite the normal build in .libs/).
+# shellcheck disable=SC2046
+cp -p Makefile.apxs $(make -s -f Makefile.apxs sources) "$out/"
 # -U_FORTIFY_SOURCE: apxs adds Debian's -D_FORTIFY_SOURCE=2, whose checked
 # string functions turn ASan's reports into "unknown-crash in memcpy".
-for f in $WFLAGS $SAN -U_FORTIFY_SOURCE -g -O1; do wc+=("-Wc,$f"); done
-(cd "$out" && apxs -c "${wc[@]}" -Wl,-fsanitize=address,undefined \
-    mod_gwe_balancer.c >build.log 2>&1) || { cat "$out/build.log" >&2; exit 1; }
+make -s -C "$out" -f Makefile.apxs WERROR=-Werror \
+    CFLAGS="$SAN -U_FORTIFY_SOURCE -g -O1" \
+    LDFLAGS="-fsanitize=address,undefined" >"$out/build.log" 2>&1 \
+    || { cat "$out/build.log" >&2; exit 1; }
 cp "$out/.libs/mod_gwe_balancer.so" "$out/mod_gwe_balancer.so"
 
-# The unit tests, with LeakSanitizer on and every UBSan finding fatal.
+# The unit tests and the fuzz seeds, with LeakSanitizer on and every UBSan
+# finding fatal.
 # shellcheck disable=SC2086
 gcc $WFLAGS $SAN -fno-sanitize-recover=all -g -O1 -o "$out/gwb_unit" \
     test/unit/gwb_unit.c
-ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    "$out/gwb_unit"
+# shellcheck disable=SC2086
+gcc $WFLAGS $SAN -fno-sanitize-recover=all -g -O1 -o "$out/gwb_fuzz_replay" \
+    test/fuzz/gwb_fuzz.c test/fuzz/replay.c
+export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+"$out/gwb_unit"
+"$out/gwb_fuzz_replay" test/fuzz/corpus 2>/dev/null
+unset ASAN_OPTIONS UBSAN_OPTIONS
 
 libasan=$(readlink -f "$(gcc -print-file-name=libasan.so)")
 libubsan=$(readlink -f "$(gcc -print-file-name=libubsan.so)")

@@ -74,7 +74,7 @@ def assert_unchanged(system_dirs):
 
 
 def test_version_target_prints_gwb_version(src):
-    text = (src / "mod_gwe_balancer.c").read_text()
+    text = (src / "mod_gwe_balancer.h").read_text()
     m = re.search(r'^#define\s+GWB_VERSION\s+"([^"]+)"', text, re.M)
     assert m
     rc, out = make_in(src, "-s", "--no-print-directory", "version")
@@ -231,10 +231,12 @@ def unguarded_uses(source, names):
 
 
 def test_newer_httpd_api_is_guarded():
-    source = (REPO / "mod_gwe_balancer.c").read_text()
-    found = unguarded_uses(source, NEWER_THAN_2_4_37)
+    found = []
+    for path in sorted(REPO.glob("*.[ch]")):
+        found += [(path.name,) + use for use in
+                  unguarded_uses(path.read_text(), NEWER_THAN_2_4_37)]
     assert not found, (
-        "mod_gwe_balancer.c uses httpd API that 2.4.37 lacks, unguarded "
+        "the module uses httpd API that 2.4.37 lacks, unguarded "
         "(wrap it in #if AP_MODULE_MAGIC_AT_LEAST(...) with a fallback, and "
         "say in README's compatibility table what older httpd gets): %s"
         % found)

@@ -62,10 +62,10 @@ def run(cmd, timeout=120, check=True, **kw):
 
 
 def gwb_version():
-    """GWB_VERSION from mod_gwe_balancer.c: the one place it is written."""
-    text = (REPO / "mod_gwe_balancer.c").read_text()
+    """GWB_VERSION from mod_gwe_balancer.h: the one place it is written."""
+    text = (REPO / "mod_gwe_balancer.h").read_text()
     m = re.search(r'^#define\s+GWB_VERSION\s+"([^"]+)"', text, re.M)
-    assert m, "mod_gwe_balancer.c defines no GWB_VERSION"
+    assert m, "mod_gwe_balancer.h defines no GWB_VERSION"
     return m.group(1)
 
 
@@ -92,7 +92,7 @@ def test_debian_changelog_carries_the_module_version():
     assert package == PACKAGE
     assert upstream_part(version) == gwb_version(), (
         "debian/changelog's upstream version %s is not GWB_VERSION %s of "
-        "mod_gwe_balancer.c: add a debian/changelog entry for it"
+        "mod_gwe_balancer.h: add a debian/changelog entry for it"
         % (upstream_part(version), gwb_version()))
 
 

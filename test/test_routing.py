@@ -538,7 +538,7 @@ def test_stickiness_checks_fail_without_gwesticky(gwe, nodes):
 
 def test_version_at_startup_and_in_server_status(httpd_factory, nodes):
     version = re.search(r'#define GWB_VERSION "([^"]+)"',
-                        open(REPO_DIR / "mod_gwe_balancer.c").read()).group(1)
+                        open(REPO_DIR / "mod_gwe_balancer.h").read()).group(1)
     h = httpd_factory(gwe=True)
     h.write_config("ServerTokens Full\n"
                    '<Location "/server-status">\n'

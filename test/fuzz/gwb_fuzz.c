@@ -1,6 +1,7 @@
 /* libFuzzer target for the cookie parser and route choice of
- * mod_gwe_balancer (the part compiled with GWB_PARSER_ONLY, as the unit
- * tests do).  Build and run: test/fuzz/run.sh [SECONDS]
+ * mod_gwe_balancer (gwb_cookie.h, as the unit tests use it).  Fuzz:
+ * test/fuzz/run.sh [SECONDS]; replay the seeds with any C compiler
+ * (test/fuzz/replay.c): make -f Makefile.apxs unit
  *
  * The input, up to its first NUL byte, is a Cookie header; it is copied
  * into a malloc'ed buffer of exactly its length + 1, so that AddressSanitizer
@@ -22,8 +23,7 @@
  * A violated invariant aborts, which libFuzzer reports as a crash with the
  * input that caused it.
  */
-#define GWB_PARSER_ONLY
-#include "../../mod_gwe_balancer.c"
+#include "../../gwb_cookie.h"
 
 #include <stdint.h>
 #include <stdio.h>

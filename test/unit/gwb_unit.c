@@ -1,11 +1,8 @@
-/* Unit tests of the cookie parser and route choice of mod_gwe_balancer.
- *
- * They compile the module's source with GWB_PARSER_ONLY, which leaves out
- * everything that needs httpd, and stand in for the balancer's member list
- * with a small table.  Build and run: make -f Makefile.apxs unit
+/* Unit tests of the cookie parser and route choice of mod_gwe_balancer
+ * (gwb_cookie.h, which needs nothing of httpd).  A small table stands in
+ * for the balancer's member list.  Build and run: make -f Makefile.apxs unit
  */
-#define GWB_PARSER_ONLY
-#include "../../mod_gwe_balancer.c"
+#include "../../gwb_cookie.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,150 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may
+ * not use this file except in compliance with the License.  You may obtain
+ * a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * mod_gwe_balancer.h: what the module's files share (README, "Hacking",
+ * has the map).  Not an API: nothing outside this module includes it.
+ */
+
+#ifndef MOD_GWE_BALANCER_H
+#define MOD_GWE_BALANCER_H
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "mod_proxy.h"
+
+#include "gwb_cookie.h"
+
+/* The module's version: the one place it is written (debian/changelog is
+ * checked against it by the tests, Makefile.apxs reads it). */
+#define GWB_VERSION "0.1.0"
+
+#define GWB_METHOD_NAME "gwesticky"
+
+#define GWB_BALANCER_PREFIX "balancer://"
+#define GWB_BALANCER_PREFIX_LEN (sizeof(GWB_BALANCER_PREFIX) - 1)
+
+extern module AP_MODULE_DECLARE_DATA gwe_balancer_module;
+
+/* What the files share stays inside the .so: httpd loads modules with
+ * RTLD_GLOBAL, and calls between the files need no PLT. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define GWB_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define GWB_INTERNAL
+#endif
+
+/* ------------------------------------------------------------------------
+ * Configuration (mod_gwe_balancer.c).
+ * ------------------------------------------------------------------------ */
+
+typedef struct gwb_balancer gwb_balancer;
+
+/* GWEBalancerWebSocket: upgrades aimed at http_url go to ws_url. */
+typedef struct {
+    const char *http_url;   /* "balancer://gwe" */
+    const char *http_host;  /* "gwe": what a request URL is matched on */
+    const char *ws_url;     /* "balancer://gwe-ws" */
+    gwb_balancer *http;     /* the HTTP balancer's record, set at startup */
+} gwb_ws_handoff;
+
+typedef struct {
+    apr_array_header_t *cookie_names;   /* of gwb_name; NULL: inherit */
+    const proxy_balancer_method *fallback; /* NULL: weighted least busy */
+    int fallback_set;
+    apr_array_header_t *ws_handoffs;    /* of gwb_ws_handoff; NULL: inherit */
+} gwb_server_conf;
+
+/* ------------------------------------------------------------------------
+ * Balancer records: counters and route index (gwb_counters.c).
+ * ------------------------------------------------------------------------ */
+
+/* What the counters count: one per routing decision, plus handoffs. */
+typedef enum {
+    GWB_C_STICKY, GWB_C_REDIRECT, GWB_C_FAILOVER, GWB_C_NOFAILOVER,
+    GWB_C_NEW, GWB_C_UNKNOWN, GWB_C_HANDOFF, GWB_N_COUNTERS
+} gwb_counter;
+
+GWB_INTERNAL extern const char *const gwb_counter_names[GWB_N_COUNTERS];
+
+/* One row of counters, in shared memory: every child process and thread
+ * adds to it with atomic increments, so no count is lost and no lock is
+ * taken. */
+typedef struct {
+    apr_uint32_t n[GWB_N_COUNTERS];
+} gwb_counts;
+
+typedef struct {
+    apr_uint32_t hash;
+    proxy_worker *worker;       /* NULL: an empty slot */
+} gwb_index_slot;
+
+/* An open-addressing table of (route hash, member), in lookup order
+ * (gwb_route.c says when it is rebuilt). */
+typedef struct {
+    gwb_index_slot *slots;      /* malloc'ed; size is a power of two */
+    apr_uint32_t mask;
+    int built_from;             /* balancer->workers->nelts, or -1 */
+    apr_uint32_t generation;
+    apr_time_t wupdated;        /* balancer->wupdated when built */
+} gwb_route_index;
+
+/* Everything the module keeps for one balancer, found from it in O(1)
+ * through balancer->context.  Each virtual host holds its own copy of the
+ * balancers it inherits, with its own lock, so each copy has its own record
+ * and route index; the copies share their members and so their counters. */
+struct gwb_balancer {
+    proxy_balancer *balancer;
+    gwb_counts *rows;           /* shared memory: rows[0] is the total, then
+                                 * one row per member slot */
+    int member_rows;
+    int shows_counters;         /* the first copy, which the pages show */
+    gwb_route_index index;
+};
+
+GWB_INTERNAL
+apr_status_t gwb_create_balancers(server_rec *main_s, apr_pool_t *pconf);
+GWB_INTERNAL void gwb_count(gwb_balancer *rec, const proxy_worker *about,
+               gwb_counter which);
+GWB_INTERNAL apr_uint32_t gwb_manager_generation(void);
+GWB_INTERNAL int gwb_note_manager_request(request_rec *r);
+GWB_INTERNAL int gwb_status_hook(request_rec *r, int flags);
+
+/* The record of a balancer (NULL for one made after startup). */
+static inline gwb_balancer *gwb_balancer_of(const proxy_balancer *balancer)
+{
+    gwb_balancer *rec = balancer->context;
+
+    return rec && rec->balancer == balancer ? rec : NULL;
+}
+
+/* Calls fn for every balancer of every server, in server order (main
+ * server first). */
+typedef void gwb_balancer_fn(server_rec *s, proxy_server_conf *proxy_conf,
+                             proxy_balancer *balancer, void *baton);
+GWB_INTERNAL void gwb_each_balancer(server_rec *main_s, gwb_balancer_fn *fn,
+                                    void *baton);
+
+/* ------------------------------------------------------------------------
+ * Routing: the lbmethod and the WebSocket handoff (gwb_route.c).
+ * ------------------------------------------------------------------------ */
+
+GWB_INTERNAL extern const proxy_balancer_method gwb_method;
+
+GWB_INTERNAL int gwb_is_ours(const proxy_balancer *balancer);
+GWB_INTERNAL int gwb_route_init(void);
+GWB_INTERNAL int gwb_hand_off_websocket(proxy_worker **worker,
+                                        proxy_balancer **balancer,
+                                        request_rec *r,
+                                        proxy_server_conf *pconf,
+                                        char **url);
+
+/* ------------------------------------------------------------------------
+ * Startup checks (gwb_checks.c).
+ * ------------------------------------------------------------------------ */
+
+GWB_INTERNAL void gwb_check_balancers(server_rec *main_s, apr_pool_t *ptemp);
+GWB_INTERNAL int gwb_check_all_handoffs(server_rec *main_s, apr_pool_t *ptemp);
+
+#endif /* MOD_GWE_BALANCER_H */
