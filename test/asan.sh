@@ -9,7 +9,7 @@
 #    build-asan/ on a copy of the source: the normal build in .libs/ and
 #    Makefile.apxs are left alone), and the C unit tests the same way;
 # 2. runs the unit tests, then pytest with GWB_MODULE=that module and
-#    GWB_APACHE_PRELOAD=gcc's libasan and libubsan, which test/harness.py
+#    GWB_APACHE_PRELOAD=gcc's libasan and libubsan, which test/harness/
 #    puts in LD_PRELOAD for apache2 only (Debian's /usr/sbin/apache2 is not
 #    instrumented, so the runtimes must be loaded before anything else).
 #
@@ -74,7 +74,7 @@ for lib in "$libasan" "$libubsan"; do
     [ -f "$lib" ] || { echo "asan: no sanitizer runtime $lib" >&2; exit 1; }
 done
 
-# Report files: a directory per httpd under this one (see harness.py).
+# Report files: a directory per httpd under this one (see harness/logs.py).
 reports=$(mktemp -d "${TMPDIR:-/tmp}/gwb-asan-reports.XXXXXX")
 chmod 755 "$reports"
 

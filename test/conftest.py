@@ -1,10 +1,11 @@
-"""pytest fixtures for the httpd integration tests (see harness.py).
+"""pytest fixtures for the httpd integration tests (see harness/).
 
 - module_so: the built mod_gwe_balancer.so (built once per session, only if
   a test asks for it; GWB_MODULE=/path/to/mod.so skips the build).
 - make_node / nodes: demo GWE nodes, stopped at teardown.
 - httpd_factory: private httpd instances, stopped at teardown (before the
   nodes).
+- shipped: conf/httpd-gwe-balancer.conf as a user runs it, over two nodes.
 - after every test, each httpd the test made (by httpd_factory or by
   harness.Httpd directly) is stopped, and its error_log must hold no
   unexpected line (see Httpd.allow()).
@@ -116,3 +117,13 @@ def httpd_factory(request, tmp_path, make_node):
     yield factory
     for httpd in made:
         httpd.stop()
+
+
+@pytest.fixture
+def shipped(tmp_path, module_so, make_node):
+    """(a started harness.ShippedHttpd, its nodes GWE_Node_1 and 2)."""
+    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
+    h = harness.ShippedHttpd(tmp_path / "shipped", module_so, nodes)
+    h.start()
+    yield h, nodes
+    h.stop()

@@ -30,8 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness                                        # noqa: E402
-from loadgen import LoadGenerator                     # noqa: E402
-from test_shipped import ShippedHttpd                 # noqa: E402
+from harness import LoadGenerator, ShippedHttpd       # noqa: E402
 
 
 def rss_kib(pids):
@@ -48,7 +47,7 @@ def rss_kib(pids):
 
 
 def httpd_pids(h):
-    return [h.pid] + harness._group_members(h.pid)
+    return [h.pid] + harness.group_members(h.pid)
 
 
 class WebSocketVisitors:

@@ -25,12 +25,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import harness
-from harness import BalancerManager, http_get
-from test_shipped import SHIPPED_CONF, ShippedHttpd
-from test_tls import TlsHttpd, make_cert
+from harness import (SHIPPED_CONF, BalancerManager, ShippedHttpd, TlsHttpd,
+                     http_get, make_cert)
 
 ADMIN_PATHS = ("/balancer-manager", "/server-status")
 # The lines httpd logs for each refused admin request.
@@ -39,20 +36,8 @@ DENIED = (r"AH01630: client denied by server configuration: "
 
 
 def get_from(source, host, port, path, cookie=None):
-    """GET path from host:port over a socket bound to the address source;
-    returns a harness.Response."""
-    conn = http.client.HTTPConnection(host, port, timeout=10,
-                                      source_address=(source, 0))
-    try:
-        headers = {"Connection": "close"}
-        if cookie:
-            headers["Cookie"] = cookie
-        conn.request("GET", path, headers=headers)
-        resp = conn.getresponse()
-        return harness.Response(resp.status, resp.reason, resp.msg,
-                                resp.read())
-    finally:
-        conn.close()
+    """GET path from host:port over a socket bound to the address source."""
+    return http_get(port, path, cookie=cookie, host=host, source=source)
 
 
 class RequireLocalHttpd(ShippedHttpd):
@@ -68,10 +53,6 @@ class RequireLocalHttpd(ShippedHttpd):
         assert text.count("Require ip 127.0.0.1 ::1") == len(ADMIN_PATHS)
         self.conf_path.write_text(text.replace("Require ip 127.0.0.1 ::1",
                                                "Require local"))
-
-
-# The shipped config as a user runs it, over two demo nodes.
-from test_shipped import shipped  # noqa: E402,F401  (a fixture)
 
 
 def start_two_addresses(cls, tmp_path, module_so, nodes):

@@ -24,8 +24,8 @@ import time
 import pytest
 
 import harness
-from harness import (BalancerManager, balancer_block, balancer_manager_block,
-                     http_get, worker_url)
+from harness import (BalancerManager, ShippedHttpd, balancer_block,
+                     balancer_manager_block, http_get, worker_url)
 
 BROWSER_DIR = harness.TEST_DIR / "browser"
 SCRIPT = BROWSER_DIR / "balancer_manager.mjs"
@@ -341,7 +341,6 @@ def test_browser_drain_through_the_shipped_config(browser_script, tmp_path,
     balancer-manager compares the Referer's host with ap_get_server_name(),
     which under UseCanonicalName Off (the default) is the Host the browser
     sent, 127.0.0.1."""
-    from test_shipped import ShippedHttpd
     nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
     h = ShippedHttpd(tmp_path / "shipped", module_so, nodes)
     h.allow(TYPED_URL_AH10187)

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from harness import http_get
-from test_routing import PROXYPASS, balancer, route_cookie
-from test_websocket import twin_balancers, ws_talk
+from harness import (PROXYPASS, BalancerManager, balancer_block,
+                     balancer_manager_block, http_get, route_cookie,
+                     twin_balancers, worker_url, ws_talk)
 
 STATUS = ('<Location "/server-status">\n'
           '    SetHandler server-status\n'
@@ -44,7 +44,7 @@ def start(httpd_factory, body, modules=None, allow=()):
 
 
 def test_counts_are_exact_across_processes(httpd_factory, nodes):
-    h = start(httpd_factory, balancer(nodes, params={
+    h = start(httpd_factory, balancer_block("gwe", nodes, member_params={
         "GWE_Node_3": "status=+D redirect=GWE_Node_1"}) + PROXYPASS)
 
     def send(n, cookie):
@@ -80,11 +80,11 @@ def test_counts_are_exact_across_processes(httpd_factory, nodes):
 
 def test_failovers_and_refusals(httpd_factory, nodes):
     h = start(httpd_factory,
-              balancer(nodes, params={"GWE_Node_1": "status=+D"}) +
+              balancer_block("gwe", nodes,
+                             member_params={"GWE_Node_1": "status=+D"}) +
               PROXYPASS +
-              balancer(nodes, proxyset="nofailover=On",
-                       params={"GWE_Node_1": "status=+D"},
-                       name="strict") +
+              balancer_block("strict", nodes, proxyset="nofailover=On",
+                             member_params={"GWE_Node_1": "status=+D"}) +
               'ProxyPass "/strict" "balancer://strict"\n',
               allow=[r"GWB0202", r"AH01170"])
     for _ in range(4):
@@ -112,7 +112,7 @@ def test_websocket_handoffs_are_counted(httpd_factory, nodes):
 
 
 def test_human_status_page_shows_the_table(httpd_factory, nodes):
-    h = start(httpd_factory, balancer(nodes) + PROXYPASS)
+    h = start(httpd_factory, balancer_block("gwe", nodes) + PROXYPASS)
     for _ in range(3):
         http_get(h.port, "/server/about", cookie=route_cookie(nodes[1]))
     page = http_get(h.port, "/server-status").text
@@ -124,9 +124,9 @@ def test_human_status_page_shows_the_table(httpd_factory, nodes):
 
 @pytest.mark.parametrize("growth", ["growth=2"])
 def test_member_added_at_run_time_gets_its_row(httpd_factory, nodes, growth):
-    from harness import BalancerManager, balancer_manager_block, worker_url
     h = start(httpd_factory, balancer_manager_block() +
-              balancer(nodes[:2], proxyset=growth) + PROXYPASS)
+              balancer_block("gwe", nodes[:2], proxyset=growth) +
+              PROXYPASS)
     BalancerManager(h.port).add_member("gwe", worker_url(nodes[2]),
                                        route="GWE_Node_3")
     for _ in range(4):

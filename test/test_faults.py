@@ -16,9 +16,8 @@ the counts, first-try errors and timeouts included.
 
 import signal
 
-from harness import http_get, wait_until
-from loadgen import LoadGenerator
-from test_shipped import CONNECT_ERRORS, ShippedHttpd
+from harness import (CONNECT_ERRORS, LoadGenerator, ShippedHttpd, http_get,
+                     wait_until)
 
 RETRY = 10              # the shipped retry=
 HC_WINDOW = 5 * 2 + 5   # hcinterval=5 x hcfails=2, plus one interval

@@ -8,136 +8,52 @@ import hashlib
 import http.client
 import json
 import os
-import selectors
 import signal
 import socket
 import struct
-import subprocess
 import time
 
 import pytest
 
-PYTHON = "/usr/bin/python3"
-NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gwe_node.py")
+import harness
+from harness import http_request, wait_until
+
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TIMEOUT = 10
 
 
 # ---------------------------------------------------------------------------
-# Helpers: a node process, HTTP requests, a raw-socket WebSocket client.
+# Helpers: nodes, CometD, a raw-socket WebSocket client.
 # ---------------------------------------------------------------------------
 
-class Node:
-    """A running gwe_node.py, started on 127.0.0.1."""
-
-    def __init__(self, name, port=0, verbose=False, stderr=None):
-        self.name = name
-        command = [PYTHON, NODE, "--name", name, "--port", str(port)]
-        if verbose:
-            command.append("--verbose")
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                     stderr=stderr, text=True)
-        self.port = self.read_ready_port()
-
-    def read_ready_port(self):
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            ready = selector.select(timeout=TIMEOUT)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("READY "):
-            self.kill()
-            pytest.fail("node %s did not print READY: %r" % (self.name, line))
-        return int(line.split()[1])
-
-    def stop(self):
-        """SIGTERM, then wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def close_pipes(self):
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe:
-                pipe.close()
-
-
-def start_node(name, **options):
-    return Node(name, **options)
+def module_node(name, tmp_path_factory):
+    """A node started for a whole module, stopped after it."""
+    node = harness.Node(name, log_dir=tmp_path_factory.mktemp("nodes"))
+    yield node.start()
+    node.stop()
 
 
 @pytest.fixture(scope="module")
-def node1():
-    node = start_node("GWE_Node_1")
-    yield node
-    node.stop()
-    node.close_pipes()
+def node1(tmp_path_factory):
+    yield from module_node("GWE_Node_1", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def node2():
-    node = start_node("GWE_Node_2")
-    yield node
-    node.stop()
-    node.close_pipes()
+def node2(tmp_path_factory):
+    yield from module_node("GWE_Node_2", tmp_path_factory)
 
 
-@pytest.fixture
-def fresh_node():
-    """A node of the test's own, for tests that stop or kill it."""
-    nodes = []
-
-    def start(name="GWE_Node_9", **options):
-        nodes.append(start_node(name, **options))
-        return nodes[-1]
-
-    yield start
-    for node in nodes:
-        node.kill()
-        node.close_pipes()
-
-
-class Response:
-    def __init__(self, response, body):
-        self.status = response.status
-        self.headers = response.headers
-        self.body = body
-
-    def header(self, name):
-        return self.headers.get(name)
-
-    def json(self):
-        assert self.header("Content-Type") == "application/json"
-        return json.loads(self.body)
-
-
-def request(node, method, path, body=None, headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=TIMEOUT)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return Response(response, response.read())
-    finally:
-        connection.close()
-
-
-def get(node, path):
-    return request(node, "GET", path)
+def json_body(response):
+    """The response's JSON body, which the node must label as JSON."""
+    assert response.headers.get("Content-Type") == "application/json"
+    return response.json()
 
 
 def bayeux(node, messages, path="/server/cometd"):
-    response = request(node, "POST", path, json.dumps(messages),
-                       {"Content-Type": "application/json"})
+    response = http_request("POST", node.port, path, json.dumps(messages),
+                            {"Content-Type": "application/json"})
     assert response.status == 200
-    return response.json()
+    return json_body(response)
 
 
 def handshake(node):
@@ -152,21 +68,9 @@ def connect(node, client_id):
     return reply
 
 
-def stats(node):
-    return get(node, "/_control/stats").json()
-
-
-def wait_until(condition, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met within %s s" % timeout)
-        time.sleep(0.01)
-
-
 def assert_node_headers(response, name):
-    assert response.header("X-GWE-Node") == name
-    assert response.header("Set-Cookie") == "GWROUTEID=.%s; Path=/" % name
+    assert response.headers.get("X-GWE-Node") == name
+    assert response.headers.get("Set-Cookie") == "GWROUTEID=.%s; Path=/" % name
 
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -277,31 +181,31 @@ def websocket(node1):
 
 def test_about_names_the_node_and_sets_the_route_cookie(node1, node2):
     for node in (node1, node2):
-        response = get(node, "/server/about")
+        response = node.get("/server/about")
         assert response.status == 200
-        assert response.json() == {"node": node.name, "product": "GWE demo node"}
+        assert json_body(response) == {"node": node.name, "product": "GWE demo node"}
         assert_node_headers(response, node.name)
 
 
 def test_is_alive_follows_the_control_switch(node1):
-    response = get(node1, "/server/isAlive")
+    response = node1.get("/server/isAlive")
     assert (response.status, response.body) == (200, b"OK")
     assert_node_headers(response, "GWE_Node_1")
     try:
-        switched = get(node1, "/_control/alive?state=down")
-        assert switched.json() == {"node": "GWE_Node_1", "alive": False}
-        response = get(node1, "/server/isAlive")
+        switched = node1.get("/_control/alive?state=down")
+        assert json_body(switched) == {"node": "GWE_Node_1", "alive": False}
+        response = node1.get("/server/isAlive")
         assert (response.status, response.body) == (503, b"DOWN")
         assert_node_headers(response, "GWE_Node_1")
     finally:
-        get(node1, "/_control/alive?state=up")
-    response = get(node1, "/server/isAlive")
+        node1.get("/_control/alive?state=up")
+    response = node1.get("/server/isAlive")
     assert (response.status, response.body) == (200, b"OK")
 
 
 def test_alive_switch_rejects_an_unknown_state(node1):
-    assert get(node1, "/_control/alive?state=sideways").status == 400
-    assert get(node1, "/server/isAlive").status == 200
+    assert node1.get("/_control/alive?state=sideways").status == 400
+    assert node1.get("/server/isAlive").status == 200
 
 
 def test_headers_echoes_the_request_headers(node1):
@@ -324,26 +228,26 @@ def test_headers_echoes_the_request_headers(node1):
 
 def test_slow_waits_before_answering(node1):
     started = time.monotonic()
-    response = get(node1, "/server/slow?ms=300")
+    response = node1.get("/server/slow?ms=300")
     assert response.status == 200
-    assert response.json() == {"node": "GWE_Node_1", "slept_ms": 300}
+    assert json_body(response) == {"node": "GWE_Node_1", "slept_ms": 300}
     assert time.monotonic() - started >= 0.3
-    assert get(node1, "/server/slow?ms=soon").status == 400
+    assert node1.get("/server/slow?ms=soon").status == 400
 
 
 def test_other_server_paths_answer_with_node_and_path(node1):
-    response = get(node1, "/server/some/page?x=1")
+    response = node1.get("/server/some/page?x=1")
     assert response.status == 200
-    assert response.json() == {"node": "GWE_Node_1", "path": "/server/some/page"}
+    assert json_body(response) == {"node": "GWE_Node_1", "path": "/server/some/page"}
     assert_node_headers(response, "GWE_Node_1")
 
 
 def test_paths_outside_server_are_not_found_and_carry_no_cookie(node1):
     for path in ("/", "/serverx", "/_control/nothing"):
-        response = get(node1, path)
+        response = node1.get(path)
         assert response.status == 404, path
-        assert response.header("Set-Cookie") is None
-        assert response.header("Content-Length") == str(len(response.body))
+        assert response.headers.get("Set-Cookie") is None
+        assert response.headers.get("Content-Length") == str(len(response.body))
 
 
 def test_head_has_headers_but_no_body(node1):
@@ -360,17 +264,17 @@ def test_head_has_headers_but_no_body(node1):
 
 
 def test_stats_count_server_requests_only_and_reset_zeroes_them(node1):
-    get(node1, "/_control/reset")
+    node1.get("/_control/reset")
     for path in ("/server/about", "/server/isAlive", "/server/x", "/nothing"):
-        get(node1, path)
-    counters = stats(node1)
+        node1.get(path)
+    counters = node1.stats()
     assert counters["node"] == "GWE_Node_1"
     assert counters["requests"] == 3
     assert set(counters) == {"node", "requests", "websockets_open",
                              "websockets_total", "sessions"}
-    assert get(node1, "/_control/stats").header("Set-Cookie") is None
-    assert get(node1, "/_control/reset").json()["requests"] == 0
-    assert stats(node1)["requests"] == 0
+    assert node1.get("/_control/stats").headers.get("Set-Cookie") is None
+    assert json_body(node1.get("/_control/reset"))["requests"] == 0
+    assert node1.stats()["requests"] == 0
 
 
 # ---------------------------------------------------------------------------
@@ -388,10 +292,10 @@ def test_handshake_then_connect_on_the_same_node(node1):
 
 
 def test_handshake_reply_shape(node1):
-    response = request(node1, "POST", "/server/cometd/handshake",
+    response = http_request("POST", node1.port, "/server/cometd/handshake",
                        json.dumps([{"channel": "/meta/handshake", "id": "h1"}]))
     assert_node_headers(response, "GWE_Node_1")
-    reply, = response.json()
+    reply, = json_body(response)
     assert reply.pop("clientId")
     assert reply == {"channel": "/meta/handshake", "id": "h1", "successful": True,
                      "version": "1.0", "node": "GWE_Node_1",
@@ -418,7 +322,7 @@ def test_a_made_up_client_id_with_the_right_prefix_fails(node1):
 
 def test_subscribe_publish_and_disconnect(node1):
     client_id = handshake(node1)
-    sessions_before = stats(node1)["sessions"]
+    sessions_before = node1.stats()["sessions"]
     subscribe, publish = bayeux(node1, [
         {"channel": "/meta/subscribe", "clientId": client_id,
          "subscription": "/chat", "id": "3"},
@@ -431,7 +335,7 @@ def test_subscribe_publish_and_disconnect(node1):
     disconnect, = bayeux(node1, {"channel": "/meta/disconnect", "clientId": client_id})
     assert disconnect["successful"] is True
     assert "id" not in disconnect
-    assert stats(node1)["sessions"] == sessions_before - 1
+    assert node1.stats()["sessions"] == sessions_before - 1
     assert connect(node1, client_id)["error"] == "402::Unknown client"
 
 
@@ -443,17 +347,17 @@ def test_publish_with_unknown_client_fails(node1):
 
 
 def test_get_handshake_and_connect_for_curl(node1, node2):
-    response = get(node1, "/server/cometd/handshake")
+    response = node1.get("/server/cometd/handshake")
     assert_node_headers(response, "GWE_Node_1")
-    client_id = response.json()[0]["clientId"]
-    reply, = get(node1, "/server/cometd/connect?clientId=" + client_id).json()
+    client_id = json_body(response)[0]["clientId"]
+    reply, = json_body(node1.get("/server/cometd/connect?clientId=" + client_id))
     assert reply["successful"] is True
-    reply, = get(node2, "/server/cometd/connect?clientId=" + client_id).json()
+    reply, = json_body(node2.get("/server/cometd/connect?clientId=" + client_id))
     assert reply["error"] == "402::Unknown client"
 
 
 def test_bad_bayeux_body_is_a_400(node1):
-    response = request(node1, "POST", "/server/cometd", "not json")
+    response = http_request("POST", node1.port, "/server/cometd", "not json")
     assert response.status == 400
     assert_node_headers(response, "GWE_Node_1")
 
@@ -522,7 +426,7 @@ def test_a_client_that_disconnects_mid_request_does_not_hurt(node1):
                      b"Content-Length: 100\r\n\r\n[{")
     with socket.create_connection(("127.0.0.1", node1.port), timeout=TIMEOUT) as sock:
         sock.sendall(b"GET /server/slow?ms=200 HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert get(node1, "/server/about").status == 200
+    assert node1.get("/server/about").status == 200
 
 
 def test_many_concurrent_connections(node1):
@@ -605,12 +509,14 @@ def test_websocket_ping_pong(websocket):
 
 
 def test_websocket_close(node1, websocket):
-    wait_until(lambda: stats(node1)["websockets_open"] >= 1)
-    open_before = stats(node1)["websockets_open"]
+    wait_until(lambda: node1.stats()["websockets_open"] >= 1, TIMEOUT,
+               what="the WebSocket to count as open")
+    open_before = node1.stats()["websockets_open"]
     websocket.send_frame(OP_CLOSE, struct.pack("!H", 1000) + b"bye")
     assert websocket.recv_frame() == (True, OP_CLOSE, struct.pack("!H", 1000))
     assert websocket.at_eof()
-    wait_until(lambda: stats(node1)["websockets_open"] == open_before - 1)
+    wait_until(lambda: node1.stats()["websockets_open"] == open_before - 1,
+               TIMEOUT, what="the WebSocket to count as closed")
 
 
 def test_websocket_echoes_binary_with_the_node_name(websocket):
@@ -637,17 +543,19 @@ def test_websocket_invalid_utf8_closes_with_1007(websocket):
 
 
 def test_websocket_counters(node1):
-    get(node1, "/_control/reset")
-    before = stats(node1)
+    node1.get("/_control/reset")
+    before = node1.stats()
     ws = WebSocket(node1)
     try:
-        after = stats(node1)
+        after = node1.stats()
         assert after["websockets_open"] == before["websockets_open"] + 1
         assert after["websockets_total"] == 1
         assert after["requests"] == 1
     finally:
         ws.close()
-    wait_until(lambda: stats(node1)["websockets_open"] == before["websockets_open"])
+    wait_until(lambda: node1.stats()["websockets_open"] ==
+               before["websockets_open"], TIMEOUT,
+               what="the WebSocket to count as closed")
 
 
 def test_sessions_are_shared_between_websocket_and_long_polling(node1, node2, websocket):
@@ -676,46 +584,48 @@ def test_websocket_on_another_node_rejects_the_client_id(node1, node2):
 # Process life: signals, restart, logging
 # ---------------------------------------------------------------------------
 
-def test_sigterm_exits_promptly_with_code_0_despite_an_open_websocket(fresh_node):
-    node = fresh_node(stderr=subprocess.PIPE)
+def test_sigterm_exits_promptly_with_code_0_despite_an_open_websocket(make_node):
+    node = make_node("GWE_Node_9")
     ws = WebSocket(node)
     try:
         ws.send_text("ping")
         assert ws.recv_text() == "GWE_Node_9:ping"
         started = time.monotonic()
-        assert node.stop() == 0
+        node.stop()
+        assert node.proc.returncode == 0
         assert time.monotonic() - started < 3
     finally:
         ws.close()
-    assert node.proc.stderr.read() == "", "the node must be quiet without --verbose"
+    assert node.log() == "", "the node must be quiet without --verbose"
 
 
-def test_sigint_exits_with_code_0(fresh_node):
-    node = fresh_node()
+def test_sigint_exits_with_code_0(make_node):
+    node = make_node("GWE_Node_9")
     node.proc.send_signal(signal.SIGINT)
     assert node.proc.wait(timeout=TIMEOUT) == 0
 
 
-def test_restart_on_the_same_port_after_sigkill(fresh_node):
-    node = fresh_node()
+def test_restart_on_the_same_port_after_sigkill(make_node):
+    node = make_node("GWE_Node_9")
     port = node.port
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     connection.request("GET", "/server/about")
     connection.getresponse().read()
     ws = WebSocket(node)
-    node.kill()                   # the node's side of both closes first
+    node.signal(signal.SIGKILL)   # the node's side of both closes first
     connection.close()
     ws.close()
-    restarted = fresh_node(port=port)
+    restarted = make_node("GWE_Node_9", port=port)
     assert restarted.port == port
-    assert get(restarted, "/server/about").json()["node"] == "GWE_Node_9"
+    assert json_body(restarted.get("/server/about"))["node"] == "GWE_Node_9"
 
 
-def test_verbose_logs_one_line_per_request(fresh_node):
-    node = fresh_node(verbose=True, stderr=subprocess.PIPE)
+def test_verbose_logs_one_line_per_request(make_node):
+    node = make_node("GWE_Node_9", args=["--verbose"])
     for path in ("/server/about", "/server/isAlive", "/nothing"):
-        get(node, path)
-    assert node.stop() == 0
-    lines = node.proc.stderr.read().splitlines()
+        node.get(path)
+    node.stop()
+    assert node.proc.returncode == 0
+    lines = node.log().splitlines()
     assert len(lines) == 3
     assert "/server/about" in lines[0] and "GWE_Node_9" in lines[0]

@@ -187,7 +187,7 @@ def test_start_answers_and_stop_leaves_nothing(httpd_factory, nodes):
 
     httpd.stop()
     assert not harness.pid_alive(pid) and httpd.pid is None
-    assert harness._group_members(pid) == []
+    assert harness.group_members(pid) == []
     assert not harness.port_accepts(httpd.port)
     assert not httpd.pid_path.exists()
     httpd.stop()                            # idempotent
@@ -606,26 +606,22 @@ def test_manager_status_and_nonce(managed, nodes):
     assert all("Ok" in m["status"] for m in members.values())
 
 
-def test_manager_disable_and_enable(managed, nodes):
+@pytest.mark.parametrize("index, flag, take_out, put_back", [
+    (1, "Dis", BalancerManager.disable, BalancerManager.enable),
+    (2, "Drn", BalancerManager.drain,
+     lambda bm, b, url: bm.drain(b, url, on=False)),
+])
+def test_manager_takes_a_member_out_and_back(managed, nodes, index, flag,
+                                             take_out, put_back):
     httpd, bm = managed
-    url = worker_url(nodes[1])
-    bm.disable("gwe", url)
-    assert "Dis" in bm.member("gwe", url)["status"]
-    assert served_by(httpd.port, 6) == {"GWE_Node_1": 3, "GWE_Node_3": 3}
-    bm.enable("gwe", url)
-    assert "Dis" not in bm.member("gwe", url)["status"]
-    assert served_by(httpd.port, 6)["GWE_Node_2"] >= 1
-
-
-def test_manager_drain(managed, nodes):
-    httpd, bm = managed
-    url = worker_url(nodes[2])
-    bm.drain("gwe", url)
-    assert "Drn" in bm.member("gwe", url)["status"]
-    assert served_by(httpd.port, 6) == {"GWE_Node_1": 3, "GWE_Node_2": 3}
-    bm.drain("gwe", url, on=False)
-    assert "Drn" not in bm.member("gwe", url)["status"]
-    assert served_by(httpd.port, 6)["GWE_Node_3"] >= 1
+    url = worker_url(nodes[index])
+    take_out(bm, "gwe", url)
+    assert flag in bm.member("gwe", url)["status"]
+    assert served_by(httpd.port, 6) == {n.name: 3 for n in nodes
+                                        if n is not nodes[index]}
+    put_back(bm, "gwe", url)
+    assert flag not in bm.member("gwe", url)["status"]
+    assert served_by(httpd.port, 6)[nodes[index].name] >= 1
 
 
 def test_manager_set_lbmethod(managed, nodes):

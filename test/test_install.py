@@ -6,17 +6,15 @@ machine's own configuration); `version` prints GWB_VERSION.
 make runs in a scratch copy of the working tree (built once per module),
 so that these tests neither race a build in the repo nor leave one there."""
 
-import os
 import re
 import shutil
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
 
 import harness
-from test_package import copy_working_tree
+from harness import copy_working_tree, tree_entries
 
 REPO = harness.REPO_DIR
 
@@ -51,18 +49,11 @@ def apxs_query(var):
 def tree(root):
     """{relative path: (kind, size, mtime_ns)} under root (absent: {})."""
     result = {}
-    root = Path(root)
-    if not root.exists():
-        return result
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = os.lstat(path)
-            kind = "dir" if stat.S_ISDIR(st.st_mode) else \
-                "link" if stat.S_ISLNK(st.st_mode) else "file"
-            result[str(path.relative_to(root))] = (
-                kind, st.st_size if kind == "file" else 0,
-                st.st_mtime_ns if kind != "dir" else 0)
+    for rel, _, st in tree_entries(root):
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else \
+            "link" if stat.S_ISLNK(st.st_mode) else "file"
+        result[rel] = (kind, st.st_size if kind == "file" else 0,
+                       st.st_mtime_ns if kind != "dir" else 0)
     return result
 
 

@@ -15,7 +15,6 @@ something: not root, the package or module already there, the system's
 apache2 running; or when GWB_NO_SYSTEM_INSTALL=1.
 """
 
-import asyncio
 import fcntl
 import hashlib
 import os
@@ -27,10 +26,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import websockets
 
 import harness
-from harness import balancer_block, http_get
+from harness import (copy_working_tree, http_get, tree_entries,
+                     twin_balancers, ws_node)
 
 PACKAGE = "libapache2-mod-gwe-balancer"
 REPO = harness.REPO_DIR
@@ -44,11 +43,6 @@ DOC = Path("/usr/share/doc") / PACKAGE
 # line and theirs).
 EXPECTED_ENABLED = {"gwe_balancer", "proxy", "proxy_balancer", "proxy_http",
                     "lbmethod_byrequests", "slotmem_shm"}
-# Build products a developer's in-tree package build could leave in debian/
-# (untracked, not ignored); never copied into the scratch tree.
-DEBIAN_BUILD_PRODUCTS = re.compile(
-    r"^debian/(\.debhelper/|tmp/|%s(-dbgsym)?/|files$|.*\.substvars$"
-    r"|debhelper-build-stamp$|.*\.debhelper\.log$|.*\.debhelper$)" % PACKAGE)
 
 
 def run(cmd, timeout=120, check=True, **kw):
@@ -127,31 +121,11 @@ def test_every_lintian_override_says_why():
 # The package, built once per session
 # ---------------------------------------------------------------------------
 
-def copy_working_tree(dest):
-    """Copy the working tree's files, as they are now (edits and new files
-    not committed yet included), minus what git ignores: no build
-    artefacts of the repo's own make."""
-    rc, out = run(["git", "-C", str(REPO), "ls-files", "-z", "--cached",
-                   "--others", "--exclude-standard"])
-    for rel in out.split("\0"):
-        if not rel or DEBIAN_BUILD_PRODUCTS.match(rel):
-            continue
-        src = REPO / rel
-        if not os.path.lexists(src):      # deleted, not yet committed
-            continue
-        mode = os.lstat(src).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target, follow_symlinks=False)
-
-
 @pytest.fixture(scope="module")
 def built_package(tmp_path_factory):
     """Build the package in a scratch copy: SimpleNamespace(deb, changes,
     dir, log)."""
-    for tool in ("dpkg-buildpackage", "dh", "dh_apache2", "lintian", "git"):
+    for tool in ("dpkg-buildpackage", "dh", "dh_apache2", "lintian"):
         if not shutil.which(tool):
             pytest.fail("%s is missing: run test/deps.sh" % tool,
                         pytrace=False)
@@ -308,22 +282,16 @@ def snapshot_tree(root):
     link target or content hash (and content, for small files, so that
     restore_tree() can put a marker file back)."""
     result = {}
-    if not root.exists():
-        return result
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = os.lstat(path)
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                result[rel] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                result[rel] = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                data = path.read_bytes()
-                result[rel] = ("file", stat.S_IMODE(st.st_mode),
-                               hashlib.sha256(data).hexdigest(),
-                               data if len(data) <= 4096 else None)
+    for rel, path, st in tree_entries(root):
+        if stat.S_ISLNK(st.st_mode):
+            result[rel] = ("link", os.readlink(path))
+        elif stat.S_ISDIR(st.st_mode):
+            result[rel] = ("dir", stat.S_IMODE(st.st_mode))
+        else:
+            data = path.read_bytes()
+            result[rel] = ("file", stat.S_IMODE(st.st_mode),
+                           hashlib.sha256(data).hexdigest(),
+                           data if len(data) <= 4096 else None)
     return result
 
 
@@ -403,31 +371,6 @@ def debian_order_config(modules):
             if path.name[:-len(suffix)] in modules:
                 parts.append("# --- %s ---\n%s\n" % (path, path.read_text()))
     return "".join(parts)
-
-
-def twin_balancers(nodes):
-    """balancer://gwe and its ws:// twin balancer://gwe-ws over nodes, the
-    WebSocket handoff between them, and ProxyPass /server."""
-    ws = balancer_block("gwe-ws", nodes).replace('"http://', '"ws://')
-    return (balancer_block("gwe", nodes) + ws
-            + 'GWEBalancerWebSocket "balancer://gwe" "balancer://gwe-ws"\n'
-            + 'ProxyPass "/server" "balancer://gwe"\n')
-
-
-def ws_node(port, cookie):
-    """The node that answered a WebSocket opened with cookie (the demo node
-    answers a message with "<node name>:<message>")."""
-    async def talk():
-        async with websockets.connect(
-                "ws://127.0.0.1:%d/server/cometd" % port,
-                extra_headers={"Cookie": cookie}, compression=None,
-                open_timeout=10, ping_interval=None) as ws:
-            await ws.send("hello")
-            reply = await asyncio.wait_for(ws.recv(), 10)
-            return ws.response_headers.get("X-GWE-Node"), reply
-    node, reply = asyncio.run(talk())
-    assert reply == "%s:hello" % node
-    return node
 
 
 def cleanup(before):

@@ -5,40 +5,16 @@ demo nodes, GWE_Node_1..3, and asserts on which node answered (the node's
 X-GWE-Node header), on what the access log recorded and on error_log.
 """
 
-import json
 import re
 import signal
+import threading
 
 import pytest
 
-from harness import (BalancerManager, balancer_manager_block, h2c_get,
-                     http_get, http_request, worker_url)
-
-PROXYPASS = ('ProxyPass "/server" "balancer://gwe"\n'
-             'ProxyPassReverse "/server" "balancer://gwe"\n')
-
-# What httpd itself logs when a member is unreachable or all are refused.
-CONNECT_ERRORS = [r"AH00957", r"AH00959", r"AH01114", r"AH02454",
-                  r"AH00940", r"AH10159"]
-
-
-def route_cookie(node, name="GWROUTEID"):
-    return "%s=.%s" % (name, node.name)
-
-
-def balancer(nodes, proxyset="", params=None, lbmethod="gwesticky",
-             name="gwe"):
-    """A <Proxy balancer://NAME> block: one member per node with
-    route=<node name>; params maps a node name to extra member parameters."""
-    params = params or {}
-    lines = ['<Proxy "balancer://%s">' % name]
-    for node in nodes:
-        lines.append('    BalancerMember "%s" route=%s %s'
-                     % (worker_url(node), node.name,
-                        params.get(node.name, "")))
-    lines.append("    ProxySet lbmethod=%s %s" % (lbmethod, proxyset))
-    lines.append("</Proxy>")
-    return "\n".join(lines) + "\n"
+from harness import (CONNECT_ERRORS, PROXYPASS, REPO_DIR, BalancerManager,
+                     balancer_block, balancer_manager_block, cometd_connect,
+                     cometd_handshake, free_port, h2c_get, http_get,
+                     route_cookie, wait_until, worker_url)
 
 
 @pytest.fixture
@@ -50,7 +26,8 @@ def gwe(httpd_factory):
         for rx in allow:
             h.allow(rx)
         h.write_config(extra + balancer_manager_block()
-                       + balancer(nodes, proxyset, params, lbmethod)
+                       + balancer_block("gwe", nodes, lbmethod, proxyset,
+                                        params or "")
                        + PROXYPASS, modules=modules)
         h.start()
         return h
@@ -70,7 +47,6 @@ def answers(h, cookie, n=10, path="/server/about"):
 def server_entries(h, count):
     """The access log entries of the first count /server requests (the
     harness's own readiness probes are left out)."""
-    from harness import wait_until
 
     def entries():
         found = [e for e in h.access_entries()
@@ -182,7 +158,6 @@ def test_fallback_is_weighted_by_loadfactor(gwe, nodes):
 def test_fallback_prefers_the_least_busy_node(gwe, nodes):
     # Two long requests in flight on the node they were sent to: a new
     # visitor goes elsewhere.
-    import threading
     h = gwe(nodes[:2])
     slow = [threading.Thread(target=http_get, args=(h.port,
             "/server/slow?ms=1500"), kwargs={"cookie": route_cookie(nodes[0])})
@@ -191,7 +166,6 @@ def test_fallback_prefers_the_least_busy_node(gwe, nodes):
         t.start()
     try:
         # Wait until both are in flight on node 1 (its counter says so).
-        from harness import wait_until
         wait_until(lambda: nodes[0].stats()["requests"] >= 2, 5,
                    what="two slow requests on node 1")
         assert answers(h, None, 4) == ["GWE_Node_2"] * 4
@@ -280,7 +254,6 @@ def test_node_back_after_retry(gwe, nodes):
     r = http_get(h.port, "/server/about", cookie=route_cookie(nodes[1]))
     assert r.node == "GWE_Node_1"
     nodes[1].restart()
-    from harness import wait_until
 
     def back():
         return http_get(h.port, "/server/about",
@@ -371,8 +344,8 @@ def test_builtin_sticky_and_gwesticky_together(gwe, nodes):
 def test_seed_typo_without_gwesticky_is_warned(httpd_factory, nodes):
     h = httpd_factory(gwe=True)
     h.allow(r"GWB0102")
-    h.write_config(balancer(nodes, "stickysession=GWEROUTEID",
-                            lbmethod="byrequests") + PROXYPASS)
+    h.write_config(balancer_block("gwe", nodes, "byrequests",
+                                  "stickysession=GWEROUTEID") + PROXYPASS)
     h.start()
     assert re.search(r"\[gwe_balancer:warn\] .*GWB0102: balancer://gwe: "
                      r"stickysession=GWEROUTEID .* set lbmethod=gwesticky",
@@ -474,16 +447,15 @@ def test_cookie_names_directive(gwe, nodes):
 
 
 def test_cookie_names_in_a_virtual_host(httpd_factory, nodes):
-    from harness import free_port
     h = httpd_factory(gwe=True)
     vport = free_port()
     # A ProxyPass in a virtual host needs the balancer defined there too:
     # httpd would otherwise define an empty byrequests one of that name.
     h.write_config(
-        balancer(nodes) + PROXYPASS +
+        balancer_block("gwe", nodes) + PROXYPASS +
         '<VirtualHost 127.0.0.1:%d>\n'
         '    GWEBalancerCookie SITEROUTE\n%s%s'
-        '</VirtualHost>\n' % (vport, balancer(nodes), PROXYPASS),
+        '</VirtualHost>\n' % (vport, balancer_block("gwe", nodes), PROXYPASS),
         extra_listen=[vport])
     h.start()
     assert http_get(vport, "/server/about",
@@ -529,7 +501,7 @@ def test_members_without_route_or_with_duplicate_routes_are_warned(
 def test_bad_directives_stop_startup(httpd_factory, nodes, directive,
                                      message):
     h = httpd_factory(gwe=True)
-    h.write_config(directive + "\n" + balancer(nodes) + PROXYPASS)
+    h.write_config(directive + "\n" + balancer_block("gwe", nodes) + PROXYPASS)
     rc, out = h.start_expect_failure()
     assert rc != 0
     assert message in out
@@ -548,22 +520,12 @@ def cometd_visitors(h, visitors, polls):
     """Browsers doing CometD long-polling through the balancer: handshake
     without a cookie, keep the cookie the node sets, then connect polls
     times.  Returns how many connects succeeded."""
+    json_type = {"Content-Type": "application/json"}
     ok = 0
     for _ in range(visitors):
-        r = http_request("POST", h.port, "/server/cometd/handshake",
-                         body=json.dumps([{"channel": "/meta/handshake"}]),
-                         headers={"Content-Type": "application/json"})
-        assert r.status == 200
-        client_id = r.json()[0]["clientId"]
-        cookie = r.set_cookies[0].split(";")[0]
-        for _ in range(polls):
-            r = http_request(
-                "POST", h.port, "/server/cometd/connect", cookie=cookie,
-                body=json.dumps([{"channel": "/meta/connect",
-                                  "clientId": client_id}]),
-                headers={"Content-Type": "application/json"})
-            assert r.status == 200
-            ok += bool(r.json()[0]["successful"])
+        client_id, cookie = cometd_handshake(h.port, headers=json_type)
+        ok += sum(cometd_connect(h.port, client_id, cookie, headers=json_type)
+                  for _ in range(polls))
     return ok
 
 
@@ -576,14 +538,13 @@ def test_stickiness_checks_fail_without_gwesticky(gwe, nodes):
 
 def test_version_at_startup_and_in_server_status(httpd_factory, nodes):
     version = re.search(r'#define GWB_VERSION "([^"]+)"',
-                        open(__import__("harness").REPO_DIR /
-                             "mod_gwe_balancer.h").read()).group(1)
+                        open(REPO_DIR / "mod_gwe_balancer.h").read()).group(1)
     h = httpd_factory(gwe=True)
     h.write_config("ServerTokens Full\n"
                    '<Location "/server-status">\n'
                    "    SetHandler server-status\n"
                    "    Require ip 127.0.0.1\n"
-                   "</Location>\n" + balancer(nodes) + PROXYPASS)
+                   "</Location>\n" + balancer_block("gwe", nodes) + PROXYPASS)
     h.start()
     assert len(re.findall(r"\[gwe_balancer:notice\] .*GWB0003: "
                           r"mod_gwe_balancer/%s " % re.escape(version),
@@ -594,11 +555,10 @@ def test_version_at_startup_and_in_server_status(httpd_factory, nodes):
 
 def test_vhost_proxypass_to_a_main_server_balancer_is_warned(httpd_factory,
                                                              nodes):
-    from harness import free_port
     h = httpd_factory(gwe=True)
     h.allow(r"GWB0109")
     vport = free_port()
-    h.write_config(balancer(nodes) + PROXYPASS +
+    h.write_config(balancer_block("gwe", nodes) + PROXYPASS +
                    '<VirtualHost 127.0.0.1:%d>\n'
                    '    ProxyPass "/server" "balancer://gwe"\n'
                    '</VirtualHost>\n' % vport, extra_listen=[vport])

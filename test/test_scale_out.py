@@ -12,14 +12,11 @@ What each instance keeps to itself: member flags set in balancer-manager
 run on each, so a failing node leaves both; a balancer-manager change
 applies to the instance it was made on only."""
 
-import json
-
 import pytest
 
-from harness import BalancerManager, http_get, http_request, wait_until, \
-    worker_url
-from test_shipped import ShippedHttpd
-from test_websocket import ws_node
+from harness import (BalancerManager, ShippedHttpd, cometd_connect,
+                     cometd_handshake, http_get, wait_until, worker_url,
+                     ws_node)
 
 
 @pytest.fixture
@@ -74,18 +71,10 @@ def test_a_session_survives_switching_instances(two):
     every connect on either."""
     balancers, nodes = two
     for first in range(2):
-        r = http_request("POST", balancers[first].port,
-                         "/server/cometd/handshake",
-                         body=json.dumps([{"channel": "/meta/handshake"}]))
-        client_id = r.json()[0]["clientId"]
-        cookie = r.set_cookies[0].split(";")[0]
+        client_id, cookie = cometd_handshake(balancers[first].port)
         for i in range(6):
             h = balancers[(first + i) % 2]
-            r = http_request("POST", h.port, "/server/cometd/connect",
-                             cookie=cookie, body=json.dumps(
-                                 [{"channel": "/meta/connect",
-                                   "clientId": client_id}]))
-            assert r.json()[0]["successful"] is True
+            assert cometd_connect(h.port, client_id, cookie) is True
 
 
 def test_health_checks_on_each_instance_keep_them_consistent(two):

@@ -5,95 +5,13 @@ command of the README."""
 import os
 import re
 import signal
+import socket
 import subprocess
-from pathlib import Path
-
-import pytest
 
 import harness
-from harness import (BalancerManager, http_get, http_request, wait_until,
-                     worker_url)
-
-SHIPPED_CONF = harness.REPO_DIR / "conf" / "httpd-gwe-balancer.conf"
-CONNECT_ERRORS = [r"AH00957", r"AH00959", r"AH01114", r"AH02454",
-                  r"AH00940", r"AH10159"]
-
-
-def shipped_defines(root, port, module_so, nodes):
-    """The Defines that run conf/httpd-gwe-balancer.conf under root (logs/,
-    run/, and modules/: links to the system's modules and to module_so),
-    listening on 127.0.0.1:port, in front of nodes (each with .name, the
-    node's name, and .port).  test/ and bench/ run the file this way."""
-    root = Path(root)
-    modules = root / "modules"
-    for sub in ("logs", "run", "modules"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for so in harness.MODULES_DIR.glob("*.so"):
-        link = modules / so.name
-        if not link.is_symlink():
-            link.symlink_to(so)
-    gwe = modules / "mod_gwe_balancer.so"
-    if gwe.is_symlink():
-        gwe.unlink()
-    gwe.symlink_to(module_so)
-    defines = {
-        "GWE_LISTEN": "127.0.0.1:%d" % port,
-        "GWE_MODULES": str(modules),
-        "GWE_LOGS": str(root / "logs"),
-        "GWE_RUN": str(root / "run"),
-    }
-    for i, node in enumerate(nodes, 1):
-        defines["GWE_NODE_%d_NAME" % i] = node.name
-        defines["GWE_NODE_%d_ADDR" % i] = "127.0.0.1:%d" % node.port
-    return defines
-
-
-class ShippedHttpd(harness.Httpd):
-    """httpd running conf/httpd-gwe-balancer.conf itself, unchanged: what a user
-    edits (the node block) and this machine's paths come as -C "Define"s,
-    which the file's defaults give way to.  .defines: NAME -> value (None:
-    "Define NAME" alone, for <IfDefine NAME>); .directives: more -C
-    directives, given before the Defines (e.g. another Listen)."""
-
-    # The shipped config answers only /server (and balancer-manager), so
-    # readiness is a node's isAlive through the balancer.
-    READY_PATH = "/server/isAlive"
-    conf_path = property(lambda self: SHIPPED_CONF)
-    pid_path = property(lambda self: self.root / "run" / "gwe-balancer.pid")
-    error_log_path = property(
-        lambda self: self.root / "logs" / "gwe-balancer-error.log")
-    access_log_path = property(
-        lambda self: self.root / "logs" / "gwe-balancer-access.log")
-
-    def __init__(self, root, module_so, nodes):
-        super().__init__(root)
-        self.directives = []
-        self.defines = shipped_defines(self.root, self.port, module_so,
-                                       nodes)
-
-    def _cmd(self, *args):
-        cmd = [harness.APACHE2, "-d", str(self.root), "-f",
-               str(self.conf_path)]
-        for directive in self.directives:
-            cmd += ["-C", directive]
-        for name, value in self.defines.items():
-            cmd += ["-C", "Define %s" % name if value is None
-                    else "Define %s %s" % (name, value)]
-        return cmd + list(args)
-
-    def decisions(self):
-        """The routing decisions of the /server/about requests."""
-        return re.findall(r"GET /server/about .* decision=(\S+)",
-                          self.access_log())
-
-
-@pytest.fixture
-def shipped(tmp_path, module_so, make_node):
-    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
-    h = ShippedHttpd(tmp_path / "shipped", module_so, nodes)
-    h.start()
-    yield h, nodes
-    h.stop()
+from harness import (CONNECT_ERRORS, BalancerManager, ShippedHttpd,
+                     cometd_connect, cometd_handshake, http_get, route_cookie,
+                     wait_until, worker_url, ws_cometd_sessions, ws_node)
 
 
 def test_shipped_config_parses_with_its_example_nodes(tmp_path, module_so):
@@ -119,41 +37,18 @@ def test_shipped_config_routes_by_cookie(shipped):
 
 
 def test_shipped_config_keeps_cometd_sessions(shipped):
-    import json
     h, nodes = shipped
     for _ in range(4):
-        r = http_request("POST", h.port, "/server/cometd/handshake",
-                         body=json.dumps([{"channel": "/meta/handshake"}]))
-        client_id = r.json()[0]["clientId"]
-        cookie = r.set_cookies[0].split(";")[0]
+        client_id, cookie = cometd_handshake(h.port)
         for _ in range(5):
-            r = http_request("POST", h.port, "/server/cometd/connect",
-                             cookie=cookie, body=json.dumps(
-                                 [{"channel": "/meta/connect",
-                                   "clientId": client_id}]))
-            assert r.json()[0]["successful"] is True
+            assert cometd_connect(h.port, client_id, cookie) is True
 
 
 def test_shipped_config_keeps_cometd_sessions_over_websocket(shipped):
-    import asyncio
-    import json
-    from test_websocket import ws_talk
     h, nodes = shipped
-
-    async def visitor(node):
-        cookie = "GWROUTEID=." + node.name
-        got, replies = await ws_talk(h.port, cookie, [
-            json.dumps([{"channel": "/meta/handshake"}])])
-        client_id = json.loads(replies[0])[0]["clientId"]
-        got, replies = await ws_talk(h.port, cookie, [json.dumps(
-            [{"channel": "/meta/connect", "clientId": client_id}])] * 5)
-        return got, [json.loads(r)[0]["successful"] for r in replies]
-
-    async def visitors():
-        return await asyncio.gather(*(visitor(nodes[i % 2])
-                                      for i in range(10)))
-    for i, (got, ok) in enumerate(asyncio.run(visitors())):
-        assert got == nodes[i % 2].name and ok == [True] * 5
+    visitors = [nodes[i % 2] for i in range(10)]
+    assert ws_cometd_sessions(h.port, map(route_cookie, visitors), 5) == \
+        [(node.name, [True] * 5) for node in visitors]
 
 
 def test_shipped_config_fails_over_from_a_dead_node(shipped):
@@ -181,7 +76,6 @@ def test_shipped_config_health_check_takes_a_node_out_and_back(shipped):
     assert {http_get(h.port, "/server/about").node
             for _ in range(6)} == {"GWE_Node_1"}
     # Its WebSockets too: the ws:// twin checks the same isAlive.
-    from test_websocket import ws_node
     wait_until(lambda: ws_node(h.port, "GWROUTEID=.GWE_Node_2") ==
                "GWE_Node_1", 10, interval=0.5,
                what="GWE_Node_2's WebSockets to go elsewhere")
@@ -210,7 +104,6 @@ def test_shipped_balancer_manager_from_loopback(shipped):
 def free_port_pair():
     """A port p such that p and p + 1 are both free now: the demo puts its
     second node on the first node's port + 1."""
-    import socket
     for _ in range(50):
         port = harness.free_port()
         with socket.socket() as s:

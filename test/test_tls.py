@@ -10,128 +10,17 @@ the commented variant for nodes that serve HTTPS themselves (https:// and
 wss:// members, verified against their CA) works as written."""
 
 import asyncio
-import http.client
-import io
-import json
 import re
 import ssl
 import subprocess
-import tempfile
 import threading
 
 import pytest
 
 import harness
-from harness import BalancerManager, http_get, wait_until, worker_url
-from test_shipped import SHIPPED_CONF, ShippedHttpd
-from test_websocket import ws_talk
-
-# This machine's apache2 2.4.71 was built against OpenSSL 3.0.22 and runs
-# with an older libssl3 (3.0.19): mod_ssl warns so at every start.  About
-# the installation, not about the configuration.
-ENVIRONMENT_WARNINGS = [r"\[ssl:warn\].* AH01882: "]
-
-
-def make_cert(directory, name="127.0.0.1"):
-    """A throwaway self-signed certificate for the IP address name (in the
-    subjectAltName, which clients check for an IP, and the CN, which
-    httpd compares with ServerName and SSLProxyCheckPeerName uses); not a
-    CA (mod_ssl warns about a server certificate that is one).  Returns
-    (cert path, key path)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-         "-days", "1", "-subj", "/CN=" + name,
-         "-addext", "subjectAltName=IP:" + name,
-         "-addext", "basicConstraints=critical,CA:FALSE",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, timeout=60)
-    return cert, key
-
-
-class TlsHttpd(ShippedHttpd):
-    """The shipped config with its HTTPS front on: GWE_TLS defined, the
-    certificate and key, HTTPS on 127.0.0.1:tls_port, and ServerName
-    127.0.0.1 (what the certificate names)."""
-
-    def __init__(self, root, module_so, nodes, cert, key):
-        super().__init__(root, module_so, nodes)
-        self.cert = cert
-        self.tls_port = harness.free_port()
-        self.defines.update({
-            "GWE_TLS": None,
-            "GWE_TLS_NAME": "127.0.0.1",
-            "GWE_TLS_CERT": str(cert),
-            "GWE_TLS_KEY": str(key),
-            "GWE_TLS_LISTEN": "127.0.0.1:%d" % self.tls_port,
-        })
-        for rx in ENVIRONMENT_WARNINGS:
-            self.allow(rx)
-
-    def context(self):
-        """A client TLS context that trusts only our certificate, and
-        checks that it names 127.0.0.1."""
-        return ssl.create_default_context(cafile=str(self.cert))
-
-    def https(self, method, path, body=None, cookie=None, headers=None):
-        conn = http.client.HTTPSConnection("127.0.0.1", self.tls_port,
-                                           context=self.context(),
-                                           timeout=10)
-        try:
-            headers = dict(headers or {}, Connection="close")
-            if cookie:
-                headers["Cookie"] = cookie
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return harness.Response(resp.status, resp.reason, resp.msg,
-                                    resp.read())
-        finally:
-            conn.close()
-
-    def https_get(self, path, cookie=None, headers=None):
-        return self.https("GET", path, cookie=cookie, headers=headers)
-
-    async def wss_talk(self, cookie=None, messages=("hello",),
-                       path="/server/cometd"):
-        """Open a wss:// WebSocket, send each message; return (the node
-        that answered the 101, the replies)."""
-        return await ws_talk(self.tls_port, cookie, messages, path,
-                             ssl=self.context())
-
-    def wss_node(self, cookie=None):
-        node, replies = asyncio.run(self.wss_talk(cookie))
-        assert replies == ["%s:hello" % node]
-        return node
-
-    def h2_get(self, path, cookies=(), timeout=10):
-        """GET over HTTP/2 in TLS (ALPN h2), by curl, verifying the
-        certificate; each item of cookies is sent as its own cookie field.
-        Returns a harness.Response whose .version is curl's "2"."""
-        cmd = ["curl", "--http2", "--silent", "--show-error",
-               "--cacert", str(self.cert), "--max-time", str(timeout),
-               "--dump-header", "-", "--write-out", "\n%{http_version}"]
-        for c in cookies:
-            cmd += ["-H", "cookie: " + c]
-        with tempfile.NamedTemporaryFile(prefix="h2-body-") as body_file:
-            cmd += ["--output", body_file.name,
-                    "https://127.0.0.1:%d%s" % (self.tls_port, path)]
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE,
-                                  timeout=timeout + 5)
-            if proc.returncode != 0:
-                raise harness.HarnessError("curl exited %d: %s" % (
-                    proc.returncode, proc.stderr.decode(errors="replace")))
-            body = body_file.read()
-        head, version = proc.stdout.decode("latin-1").rsplit("\n", 1)
-        status_line, *lines = head.strip("\r\n").split("\r\n\r\n")[-1] \
-            .split("\r\n")
-        msg = http.client.parse_headers(io.BytesIO(
-            "\r\n".join(lines + ["", ""]).encode("latin-1")))
-        return harness.Response(int(status_line.split()[1]), "", msg, body,
-                                version.strip())
+from harness import (SHIPPED_CONF, BalancerManager, ShippedHttpd, TlsHttpd,
+                     cometd_connect, cometd_handshake, http_get, make_cert,
+                     route_cookie, wait_until, worker_url, ws_cometd_sessions)
 
 
 @pytest.fixture
@@ -179,15 +68,10 @@ def test_https_routes_by_cookie(tls):
 def test_https_keeps_cometd_sessions(tls):
     h, nodes = tls
     for _ in range(4):
-        r = h.https("POST", "/server/cometd/handshake",
-                    body=json.dumps([{"channel": "/meta/handshake"}]))
-        client_id = r.json()[0]["clientId"]
-        cookie = r.set_cookies[0].split(";")[0]
+        client_id, cookie = cometd_handshake(h.tls_port, ssl=h.context())
         for _ in range(3):
-            r = h.https("POST", "/server/cometd/connect", cookie=cookie,
-                        body=json.dumps([{"channel": "/meta/connect",
-                                          "clientId": client_id}]))
-            assert r.json()[0]["successful"] is True
+            assert cometd_connect(h.tls_port, client_id, cookie,
+                                  ssl=h.context()) is True
 
 
 def test_wss_routes_by_cookie(tls):
@@ -202,21 +86,10 @@ def test_wss_routes_by_cookie(tls):
 
 def test_wss_keeps_cometd_sessions(tls):
     h, nodes = tls
-
-    async def visitor(node):
-        cookie = "GWROUTEID=." + node.name
-        got, replies = await h.wss_talk(cookie, [
-            json.dumps([{"channel": "/meta/handshake"}])])
-        client_id = json.loads(replies[0])[0]["clientId"]
-        got, replies = await h.wss_talk(cookie, [json.dumps(
-            [{"channel": "/meta/connect", "clientId": client_id}])] * 5)
-        return got, [json.loads(r)[0]["successful"] for r in replies]
-
-    async def visitors():
-        return await asyncio.gather(*(visitor(nodes[i % 2])
-                                      for i in range(6)))
-    for i, (got, ok) in enumerate(asyncio.run(visitors())):
-        assert got == nodes[i % 2].name and ok == [True] * 5
+    visitors = [nodes[i % 2] for i in range(6)]
+    assert ws_cometd_sessions(h.tls_port, map(route_cookie, visitors), 5,
+                              ssl=h.context()) == \
+        [(node.name, [True] * 5) for node in visitors]
 
 
 def test_http2_routes_by_cookie(tls):

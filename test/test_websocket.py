@@ -12,31 +12,8 @@ import signal
 import pytest
 import websockets
 
-from harness import BalancerManager, http_get, worker_url
-
-CONNECT_ERRORS = [r"AH00957", r"AH00959", r"AH01114", r"AH02454",
-                  r"AH00940", r"AH10159"]
-
-
-def twin_balancers(nodes, ws_nodes=None, params=None, proxyset="",
-                   ws_proxyset="", lbmethod="gwesticky"):
-    """balancer://gwe (http://) and balancer://gwe-ws (ws://) over the same
-    nodes, the handoff between them, and ProxyPass /server."""
-    params = params or {}
-    http = ['<Proxy "balancer://gwe">']
-    ws = ['<Proxy "balancer://gwe-ws">']
-    for node in nodes:
-        http.append('    BalancerMember "%s" route=%s %s'
-                    % (worker_url(node), node.name, params.get(node.name, "")))
-    for node in (nodes if ws_nodes is None else ws_nodes):
-        ws.append('    BalancerMember "%s" route=%s %s'
-                  % (worker_url(node).replace("http://", "ws://"), node.name,
-                     params.get(node.name, "")))
-    http.append("    ProxySet lbmethod=%s %s" % (lbmethod, proxyset))
-    ws.append("    ProxySet lbmethod=gwesticky %s" % ws_proxyset)
-    return "\n".join(http + ["</Proxy>"] + ws + ["</Proxy>", (
-        'GWEBalancerWebSocket "balancer://gwe" "balancer://gwe-ws"\n'
-        'ProxyPass "/server" "balancer://gwe"\n')])
+from harness import (CONNECT_ERRORS, BalancerManager, http_get,
+                     twin_balancers, worker_url, ws_node, ws_talk)
 
 
 @pytest.fixture
@@ -59,29 +36,6 @@ def gwe_ws(httpd_factory):
         h.start()
         return h
     return start
-
-
-async def ws_talk(port, cookie=None, messages=("hello",), path="/server/cometd",
-                  ssl=None):
-    """Open a WebSocket (wss:// with ssl, an SSLContext), send each
-    message, return (X-GWE-Node of the 101, the replies)."""
-    headers = {"Cookie": cookie} if cookie else None
-    url = "%s://127.0.0.1:%d%s" % ("wss" if ssl else "ws", port, path)
-    async with websockets.connect(url, ssl=ssl, extra_headers=headers,
-                                  compression=None, open_timeout=10,
-                                  ping_interval=None) as ws:
-        replies = []
-        for message in messages:
-            await ws.send(message)
-            replies.append(await asyncio.wait_for(ws.recv(), 10))
-        return ws.response_headers.get("X-GWE-Node"), replies
-
-
-def ws_node(port, cookie=None):
-    """The node that answered a WebSocket opened with cookie."""
-    node, replies = asyncio.run(ws_talk(port, cookie))
-    assert replies == ["%s:hello" % node]
-    return node
 
 
 def tunnel_entries(h):

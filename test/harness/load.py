@@ -12,7 +12,7 @@ import http.client
 import threading
 import time
 
-from harness import http_get
+from .clients import http_get
 
 # A visitor's retries of a failed GET, and the pause before each: the time a
 # node just killed needs to be noticed by every httpd child holding a pooled
