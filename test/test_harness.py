@@ -1,4 +1,4 @@
-"""Tests of the test harness itself (harness.py, conftest.py).
+"""Tests of the test harness itself (harness/, conftest.py).
 
 They use plain lbmethod=byrequests, so they need neither the gwe module nor
 its build: they prove that starting, stopping, readiness, the error_log

@@ -26,7 +26,7 @@ from .base import (APACHE2, MODULE_SO, MODULES_DIR, NODE_SCRIPT, PYTHON,
                    REPO_DIR, TEST_DIR, HarnessError, free_port, port_accepts,
                    wait_until)
 from .clients import (HttpSession, Response, cometd_connect, cometd_handshake,
-                      h2c_get, http_get, http_request, raw_http,
+                      curl_get, h2c_get, http_get, http_request, raw_http,
                       ws_cometd_sessions, ws_node, ws_talk)
 from .configs import (PROXYPASS, balancer_block, balancer_manager_block,
                       route_cookie, twin_balancers, worker_url)
@@ -47,8 +47,8 @@ __all__ = [
     "REPO_DIR", "TEST_DIR", "HarnessError", "free_port", "port_accepts",
     "wait_until",
     "HttpSession", "Response", "cometd_connect", "cometd_handshake",
-    "h2c_get", "http_get", "http_request", "raw_http", "ws_cometd_sessions",
-    "ws_node", "ws_talk",
+    "curl_get", "h2c_get", "http_get", "http_request", "raw_http",
+    "ws_cometd_sessions", "ws_node", "ws_talk",
     "PROXYPASS", "balancer_block", "balancer_manager_block", "route_cookie",
     "twin_balancers", "worker_url",
     "BASE_MODULES", "Httpd",
