@@ -1,6 +1,6 @@
 """A throwaway certificate authority and a server certificate it signed,
-for clients that must trust the server rather than be told to ignore its
-certificate (Chromium opens WebSockets over HTTP/2 only then)."""
+for clients that trust the server as they would a real site, rather than
+being told to ignore its certificate."""
 
 import subprocess
 
