@@ -11,10 +11,13 @@ set -eu
 # Debian package, lints it and installs it.
 # prometheus, for its promtool (the service stays stopped, see below):
 # test/test_alert_rules.py checks and unit-tests conf/gwe-balancer-alerts.yml.
+# libnss3-tools (certutil): test/test_browser_cometd.py makes Chromium trust
+# a throwaway CA.
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
 python3-pytest python3-websockets python3-h2 \
 apache2 dpkg-dev debhelper build-essential fakeroot lintian \
-chromium clang libclang-rt-14-dev openssl apache2-utils prometheus $*"
+chromium libnss3-tools clang libclang-rt-14-dev openssl apache2-utils \
+prometheus $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -14,6 +14,8 @@ HTTP/2 and WebSocket.  Split by concern, as httpd's own pyhttpd is:
 - manager: BalancerManager, the balancer-manager driver;
 - shipped: conf/httpd-gwe-balancer.conf as a user runs it, plain and TLS;
 - load: the load generator of the fault and soak runs;
+- tls: a throwaway CA and a certificate it signed;
+- browser: Chromium's tools, test/browser's npm packages, a trusting HOME;
 - tree: a scratch copy of the working tree.
 
 Every public name is here too: `import harness; harness.Httpd`.  Standard
@@ -40,6 +42,10 @@ from .processes import (Node, become_subreaper, created_httpds, group_members,
                         pid_alive, reap_apache_zombies, stop_all)
 from .shipped import (SHIPPED_CONF, TLS_ENVIRONMENT_WARNINGS, ShippedHttpd,
                       TlsHttpd, make_cert, shipped_defines)
+from .tls import make_ca_signed_cert
+from .browser import (ARTIFACTS, BROWSER_DIR, CHROMIUM, NODEJS,
+                      install_browser_packages, missing_browser_tools, npm,
+                      packages_not_installed, trusting_home)
 from .tree import copy_working_tree, tree_entries
 
 __all__ = [
@@ -61,5 +67,9 @@ __all__ = [
     "pid_alive", "reap_apache_zombies", "stop_all",
     "SHIPPED_CONF", "TLS_ENVIRONMENT_WARNINGS", "ShippedHttpd", "TlsHttpd",
     "make_cert", "shipped_defines",
+    "make_ca_signed_cert",
+    "ARTIFACTS", "BROWSER_DIR", "CHROMIUM", "NODEJS",
+    "install_browser_packages", "missing_browser_tools", "npm",
+    "packages_not_installed", "trusting_home",
     "copy_working_tree", "tree_entries",
 ]

@@ -86,20 +86,23 @@ class ShippedHttpd(Httpd):
                           self.access_log())
 
 
-def make_cert(directory, name="127.0.0.1"):
-    """A throwaway self-signed certificate for the IP address name (in the
+def make_cert(directory, name="127.0.0.1", signer=None):
+    """A throwaway certificate for the IP address name (in the
     subjectAltName, which clients check for an IP, and the CN, which
     httpd compares with ServerName and SSLProxyCheckPeerName uses); not a
-    CA (mod_ssl warns about a server certificate that is one).  Returns
-    (cert path, key path)."""
+    CA (mod_ssl warns about a server certificate that is one); signed by
+    signer, (CA certificate path, its key path), else self-signed.
+    Returns (cert path, key path)."""
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
+    signed_by = ["-CA", str(signer[0]), "-CAkey", str(signer[1])] \
+        if signer else []
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
          "-days", "1", "-subj", "/CN=" + name,
          "-addext", "subjectAltName=IP:" + name,
          "-addext", "basicConstraints=critical,CA:FALSE",
-         "-keyout", str(key), "-out", str(cert)],
+         "-keyout", str(key), "-out", str(cert)] + signed_by,
         check=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, timeout=60)
     return cert, key
