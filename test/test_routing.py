@@ -490,23 +490,6 @@ def test_members_without_route_or_with_duplicate_routes_are_warned(
                           r"route=GWE_Node_1", log)) == 1
 
 
-@pytest.mark.parametrize("directive, message", [
-    ("GWEBalancerFallback nosuchmethod",
-     "GWEBalancerFallback: no lbmethod 'nosuchmethod' is loaded"),
-    ("GWEBalancerFallback gwesticky",
-     "gwesticky cannot be its own fallback"),
-    ("GWEBalancerCookie bad;name",
-     "GWEBalancerCookie: 'bad;name' is not a cookie name"),
-])
-def test_bad_directives_stop_startup(httpd_factory, nodes, directive,
-                                     message):
-    h = httpd_factory(gwe=True)
-    h.write_config(directive + "\n" + balancer_block("gwe", nodes) + PROXYPASS)
-    rc, out = h.start_expect_failure()
-    assert rc != 0
-    assert message in out
-
-
 def test_cometd_sessions_stay_on_their_node(gwe, nodes):
     h = gwe(nodes)
     assert cometd_visitors(h, 6, 5) == 30
