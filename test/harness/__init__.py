@@ -28,8 +28,9 @@ from .base import (APACHE2, MODULE_SO, MODULES_DIR, NODE_SCRIPT, PYTHON,
 from .clients import (HttpSession, Response, cometd_connect, cometd_handshake,
                       h2c_get, http_get, http_request, raw_http,
                       ws_cometd_sessions, ws_node, ws_talk)
-from .configs import (PROXYPASS, balancer_block, balancer_manager_block,
-                      route_cookie, twin_balancers, worker_url)
+from .configs import (MANY_CHILDREN, PROXYPASS, balancer_block,
+                      balancer_manager_block, route_cookie, twin_balancers,
+                      worker_url)
 from .httpd import BASE_MODULES, Httpd
 from .load import LoadGenerator, Phase
 from .logs import (ACCESS_FIELDS, BAD_LEVEL, CONNECT_ERRORS, CRASH,
@@ -49,8 +50,8 @@ __all__ = [
     "HttpSession", "Response", "cometd_connect", "cometd_handshake",
     "h2c_get", "http_get", "http_request", "raw_http", "ws_cometd_sessions",
     "ws_node", "ws_talk",
-    "PROXYPASS", "balancer_block", "balancer_manager_block", "route_cookie",
-    "twin_balancers", "worker_url",
+    "MANY_CHILDREN", "PROXYPASS", "balancer_block", "balancer_manager_block",
+    "route_cookie", "twin_balancers", "worker_url",
     "BASE_MODULES", "Httpd",
     "LoadGenerator", "Phase",
     "ACCESS_FIELDS", "BAD_LEVEL", "CONNECT_ERRORS", "CRASH",

@@ -6,6 +6,14 @@ PROXYPASS = ('ProxyPass "/server" "balancer://gwe"\n'
              'ProxyPassReverse "/server" "balancer://gwe"\n')
 
 
+# Several children with few threads each (event or worker MPM), so that
+# concurrent requests really spread over processes: what is shared between
+# processes (counters, the GWB0204 minute) is then put to the test.
+MANY_CHILDREN = ("StartServers 3\nMinSpareThreads 4\nMaxSpareThreads 16\n"
+                 "ThreadsPerChild 4\nThreadLimit 4\nServerLimit 8\n"
+                 "MaxRequestWorkers 32\n")
+
+
 def route_cookie(node, name="GWROUTEID"):
     """The route cookie a node sets (NAME=.<node name>)."""
     return "%s=.%s" % (name, node.name)
