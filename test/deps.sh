@@ -9,10 +9,11 @@ set -eu
 # apache2 (the full package: a2enmod, a2dismod), dpkg-dev, debhelper,
 # build-essential, fakeroot and lintian: test/test_package.py builds the
 # Debian package, lints it and installs it.
+# prometheus (and its promtool): test/test_metrics.py scrapes httpd with it.
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
 python3-pytest python3-websockets python3-h2 \
 apache2 dpkg-dev debhelper build-essential fakeroot lintian \
-chromium clang libclang-rt-14-dev openssl apache2-utils $*"
+chromium clang libclang-rt-14-dev openssl apache2-utils prometheus $*"
 
 missing=""
 for p in $PACKAGES; do

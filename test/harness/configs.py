@@ -72,3 +72,13 @@ def balancer_manager_block(path="/balancer-manager"):
             '    SetHandler balancer-manager\n'
             '    Require ip 127.0.0.1\n'
             '</Location>\n' % path)
+
+
+def metrics_block(path="/metrics"):
+    """The Prometheus metrics (handler gwe-balancer-metrics) at path, for
+    127.0.0.1 only, never proxied (see balancer_manager_block())."""
+    return ('<Location "%s">\n'
+            '    ProxyPass "!"\n'
+            '    SetHandler gwe-balancer-metrics\n'
+            '    Require ip 127.0.0.1\n'
+            '</Location>\n' % path)
