@@ -1,10 +1,11 @@
-"""A reader for callgrind's output format, for bench/finder_cost.py.
+"""A reader for callgrind's output format, for bench/finder_cost.py and
+bench/request_profile.py.
 
 Reads one dump (callgrind.out file, format version 1, event Ir) into
 functions ("contexts": with --separate-callers=N a function's name carries
 its callers, "apr_palloc'apr_pstrmemdup'gwb_note_decision"), their self
 cost and their call records (callee, count, inclusive cost, call site).
-The questions finder_cost.py asks are answered from those:
+The questions those scripts ask are answered from those:
 
   - inclusive(): the inclusive cost of a function, as the sum of the costs
     of the calls made to it from other functions (how callgrind_annotate

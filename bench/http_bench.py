@@ -27,34 +27,31 @@ a/c, a/d, a/e, a/f, a/h; the report gives their medians and the middle
 half of the rounds (quartiles).
 
 Extra httpd setups for tuning experiments: --variant NAME='DIRECTIVE;...'
-runs the shipped config with those directives appended (apache2 -c, read
-after the file, so they override it), e.g.
+runs the shipped config with those directives appended to it (so that
+they override it), e.g.
     --variant ka100='MaxKeepAliveRequests 100'
 
-Needs (Debian): apache2, apache2-dev, nginx-light, wrk, python3-pytest (the
-shipped config is run as test/test_shipped.py runs it).  Run by bench/run.
+The nodes and the nginx setups run in the foreground (benchlib.nginx());
+the httpd setups are the test harness's harness.ShippedHttpd, the shipped
+file as a user runs it, or an edited copy of it.
+
+Needs (Debian): apache2, apache2-dev, nginx-light, wrk.  Run by bench/run.
 """
 
 import argparse
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
-sys.path.insert(0, str(REPO_DIR / "test"))
-import harness  # noqa: E402  (free_port, wait_until, http_get, ...)
-from test_shipped import SHIPPED_CONF, shipped_defines  # noqa: E402
-NGINX = "/usr/sbin/nginx"
+import benchlib
+from benchlib import BENCH_DIR, BenchError, harness
+
 WRK = "/usr/bin/wrk"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 COOKIE_NODE = "GWE_Node_2"
 URL_PATH = "/server/about"
 
@@ -71,183 +68,32 @@ SETUPS = {
 RATIOS = ["b", "c", "d", "e", "f", "h"]
 
 
-class BenchError(Exception):
-    pass
-
-
 # ---------------------------------------------------------------------------
-# Processes we start: each a daemon with a pid file, stopped by its pid.
+# The setups: each has .port, .pid (None: no balancer CPU to count),
+# start() and stop()
 # ---------------------------------------------------------------------------
 
-def _stat_fields(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().rsplit(")", 1)[1].split()
+class EditedShippedHttpd(harness.ShippedHttpd):
+    """The shipped config with edits, run as harness.ShippedHttpd runs the
+    file itself: a copy of the edited text under root."""
 
+    conf_path = property(
+        lambda self: self.root / "conf" / "httpd-gwe-balancer.conf")
 
-def _children(pid):
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(_stat_fields(int(entry))[1]) == pid:
-                    kids.append(int(entry))
-            except (OSError, IndexError):
-                pass
-    return kids
-
-
-class Daemon:
-    """A server that daemonizes and writes a pid file."""
-
-    name = "daemon"
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port = harness.free_port()
-        self.pid = None
-
-    pid_path = property(lambda self: self.root / "server.pid")
-
-    def start_command(self):
-        raise NotImplementedError
-
-    def start(self):
-        harness.become_subreaper()
-        # Output through a file: the daemon keeps a pipe open.
-        with open(self.root / "start.out", "w+b") as out:
-            rc = subprocess.call(self.start_command(),
-                                 stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, timeout=60)
-            out.seek(0)
-            if rc != 0:
-                raise BenchError("%s did not start:\n%s" % (
-                    self.name, out.read().decode(errors="replace")))
-        self.pid = harness.wait_until(self._read_pid, 20,
-                                      what="%s's pid file" % self.name)
-        harness.wait_until(self.ready, 20, what="%s to answer" % self.name)
-        return self
-
-    def _read_pid(self):
-        try:
-            return int(self.pid_path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def ready(self):
-        if not harness.pid_alive(self.pid):
-            raise BenchError("%s (pid %d) died; see %s"
-                             % (self.name, self.pid, self.root))
-        try:
-            harness.http_get(self.port, URL_PATH, timeout=2,
-                             cookie="GWROUTEID=." + COOKIE_NODE)
-            return True
-        except OSError:
-            return False
-
-    def stop(self):
-        if not self.pid or not harness.pid_alive(self.pid):
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        try:
-            harness.wait_until(lambda: not harness.pid_alive(self.pid), 30,
-                               what="%s to exit" % self.name)
-        except harness.HarnessError:
-            for pid in _children(self.pid) + [self.pid]:
-                os.kill(pid, signal.SIGKILL)
-        harness.reap_apache_zombies()
-        self.pid = None
-
-    def cpu_seconds(self):
-        """(user, system) CPU time of the server's processes so far: the
-        live ones, and the exited children the parent has reaped."""
-        fields = _stat_fields(self.pid)
-        # utime stime cutime cstime
-        user = int(fields[11]) + int(fields[13])
-        system = int(fields[12]) + int(fields[14])
-        for kid in _children(self.pid):
-            try:
-                kid_fields = _stat_fields(kid)
-                user += int(kid_fields[11])
-                system += int(kid_fields[12])
-            except (OSError, IndexError):
-                pass
-        return user / CLK_TCK, system / CLK_TCK
-
-
-class Nginx(Daemon):
-    name = "nginx"
-
-    def __init__(self, root, template, values):
-        super().__init__(root)
-        (self.root / "logs").mkdir(exist_ok=True)
-        values = dict(values, PORT=str(self.port), PREFIX=str(self.root))
-        text = (BENCH_DIR / "nginx" / template).read_text()
-        for key, value in values.items():
-            text = text.replace("@%s@" % key, value)
-        if "@" in re.sub(r"#.*", "", text).replace("@fallback", ""):
-            raise BenchError("unfilled @...@ in %s" % template)
-        self.conf = self.root / "nginx.conf"
-        self.conf.write_text(text.replace("pid %s/nginx.pid" % self.root,
-                                          "pid %s" % self.pid_path))
-
-    def start_command(self):
-        # -e: nginx's own log before the config's error_log applies (the
-        # compiled-in default is the system's /var/log/nginx).
-        return [NGINX, "-p", str(self.root), "-c", str(self.conf), "-q",
-                "-e", str(self.root / "logs" / "error.log")]
-
-
-class Backend(Nginx):
-    """A fake node; .name is the node's name (GWE_Node_1), as for
-    test/harness.py's Node."""
-
-    def __init__(self, root, node_name):
-        super().__init__(root, "backend.conf", {"NAME": node_name})
-        self.name = node_name
-
-
-class ShippedApache(Daemon):
-    """httpd running conf/httpd-gwe-balancer.conf (or an edited copy of it) with
-    this machine's paths and the two nodes given as -C Defines, as in
-    test/test_shipped.py, plus -c directives read after the file."""
-
-    name = "httpd"
-
-    def __init__(self, root, module_so, nodes, conf_text=None, after=()):
-        super().__init__(root)
-        self.defines = shipped_defines(self.root, self.port, module_so,
-                                       nodes)
-        self.conf = SHIPPED_CONF
-        if conf_text is not None:
-            self.conf = self.root / "httpd-gwe-balancer.conf"
-            self.conf.write_text(conf_text)
-        self.after = list(after)
-
-    pid_path = property(lambda self: self.root / "run" / "gwe-balancer.pid")
-
-    def start_command(self):
-        cmd = [harness.APACHE2, "-d", str(self.root), "-f", str(self.conf)]
-        for name, value in self.defines.items():
-            cmd += ["-C", "Define %s %s" % (name, value)]
-        for directive in self.after:
-            cmd += ["-c", directive]
-        return cmd + ["-k", "start"]
-
-    def error_log(self):
-        path = self.root / "logs" / "gwe-balancer-error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def __init__(self, root, module_so, nodes, text):
+        super().__init__(root, module_so, nodes)
+        self.conf_path.write_text(text)
 
 
 def edited_shipped_conf(setup, node2):
     """The shipped config with only the routing changed, for b, c and d."""
-    text = SHIPPED_CONF.read_text()
+    text = harness.SHIPPED_CONF.read_text()
 
     def replace_once(old, new):
         nonlocal text
         if text.count(old) != 1:
-            raise BenchError("conf/httpd-gwe-balancer.conf changed: %r is not "
-                             "there exactly once" % old)
+            raise BenchError("conf/httpd-gwe-balancer.conf changed: %r is "
+                             "not there exactly once" % old)
         text = text.replace(old, new)
 
     # Without gwesticky on balancer://gwe, the WebSocket handoff from it
@@ -271,21 +117,18 @@ def edited_shipped_conf(setup, node2):
 
 
 class Direct:
-    """Setup g: the node itself, whose CPU is not a balancer's."""
+    """Setup g: the node itself, which is neither restarted between rounds
+    nor a balancer whose CPU counts."""
 
     def __init__(self, node):
-        self.node = node
         self.port = node.port
-        self.name = "node directly"
+        self.pid = None
 
     def start(self):
         return self
 
     def stop(self):
         pass
-
-    def cpu_seconds(self):
-        return 0.0, 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -310,9 +153,9 @@ def run_wrk(port, connections, seconds, threads=2):
 def measure(server, connections, seconds, warmup):
     if warmup:
         run_wrk(server.port, connections, warmup)
-    user0, sys0 = server.cpu_seconds()
+    user0, sys0 = balancer_cpu(server)
     res = run_wrk(server.port, connections, seconds)
-    user1, sys1 = server.cpu_seconds()
+    user1, sys1 = balancer_cpu(server)
     secs = res["duration_us"] / 1e6
     errors = sum(res[k] for k in ("connect_errors", "read_errors",
                                   "write_errors", "status_errors",
@@ -330,6 +173,11 @@ def measure(server, connections, seconds, warmup):
         "errors": errors,
         "misrouted": res["misrouted"],
     }
+
+
+def balancer_cpu(server):
+    """(user, system) CPU seconds of the setup's balancer so far."""
+    return benchlib.cpu_seconds(server.pid) if server.pid else (0.0, 0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -419,14 +267,16 @@ def build_setups(args, work, nodes):
     servers, names = {}, {}
     for key in args.setups:
         if key in "ah":
-            servers[key] = ShippedApache(work / key, args.module, nodes)
+            servers[key] = harness.ShippedHttpd(work / key, args.module,
+                                                nodes)
         elif key in "bcd":
-            servers[key] = ShippedApache(work / key, args.module, nodes,
-                                         edited_shipped_conf(key, node2))
-        elif key == "e":
-            servers[key] = Nginx(work / "e", "seed.conf", nginx_values)
-        elif key == "f":
-            servers[key] = Nginx(work / "f", "tuned.conf", nginx_values)
+            servers[key] = EditedShippedHttpd(
+                work / key, args.module, nodes,
+                edited_shipped_conf(key, node2))
+        elif key in "ef":
+            servers[key] = benchlib.nginx(
+                key, "seed.conf" if key == "e" else "tuned.conf", work / key,
+                **nginx_values)
         elif key == "g":
             servers[key] = Direct(nodes[1])
         else:
@@ -434,15 +284,18 @@ def build_setups(args, work, nodes):
         names[key] = SETUPS[key]
     for spec in args.variant:
         name, _, directives = spec.partition("=")
-        servers[name] = ShippedApache(
-            work / ("v-" + name), args.module, nodes,
-            after=[d.strip() for d in directives.split(";") if d.strip()])
+        text = "%s\n# --variant %s\n%s\n" % (
+            harness.SHIPPED_CONF.read_text(), name,
+            "\n".join(d.strip() for d in directives.split(";")))
+        servers[name] = EditedShippedHttpd(work / ("v-" + name), args.module,
+                                           nodes, text)
         names[name] = "a + " + directives
     return servers, names
 
 
 def main():
     args = parse_args()
+    benchlib.require(harness.APACHE2, benchlib.NGINX, WRK)
     concurrencies = [int(c) for c in args.connections.split(",")]
     if "a" not in args.setups:
         raise SystemExit("setup a is what the others are compared with")
@@ -452,7 +305,8 @@ def main():
     try:
         nodes = []
         for name in ("GWE_Node_1", "GWE_Node_2"):
-            node = Backend(work / name, name)
+            node = benchlib.nginx(name, "backend.conf", work / name,
+                                  NAME=name)
             nodes.append(node.start())
             started.append(node)
         servers, names = build_setups(args, work, nodes)
@@ -491,7 +345,7 @@ def main():
             try:
                 server.stop()
             except Exception as e:      # stop the others all the same
-                print("stopping %s: %s" % (server.name, e), file=sys.stderr)
+                print("stopping %r: %s" % (server, e), file=sys.stderr)
         if args.keep:
             print("work directory kept: %s" % work)
         else:
@@ -499,4 +353,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    benchlib.run_main(main)

@@ -2,12 +2,15 @@
 """One client process of bench/ws_capacity.py: opens WebSocket tunnels
 through a load balancer, holds them, exchanges one message on each.
 
-    /usr/bin/python3 bench/ws_client.py --port P --tunnels N --first I
+    /usr/bin/python3 bench/ws_client.py SETTINGS
 
-Tunnel i (I <= i < I + N) carries Cookie: GWROUTEID=.GWE_Node_1 when i is
-even, .GWE_Node_2 when odd.  Driven over stdin/stdout, one JSON object or
-command per line, so that the parent can measure the balancer while every
-client holds all of its tunnels:
+SETTINGS, a JSON object: port (the balancer's); first and tunnels (this
+process opens tunnels first .. first + tunnels - 1); concurrency
+(handshakes in flight); exchange_concurrency (messages in flight); timeout
+(seconds for one handshake or one reply).  Tunnel i carries Cookie:
+GWROUTEID=.GWE_Node_1 when i is even, .GWE_Node_2 when odd.  Driven over
+stdin/stdout, one JSON object or command per line, so that the parent can
+measure the balancer while every client holds all of its tunnels:
 
     -> {"event": "open", ...}       all handshakes done (or failed)
     <- exchange
@@ -18,25 +21,19 @@ client holds all of its tunnels:
 Needs python3-websockets (Debian).
 """
 
-import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 
 import websockets
 
+import benchlib
+
 NODES = ("GWE_Node_1", "GWE_Node_2")
 # CometD's heartbeat: a ping through each tunnel at this interval keeps
 # it from idling out (the shipped balancer's timeout=65) on a slow ramp.
 PING_INTERVAL = 30
-
-
-def raise_nofile_limit():
-    """As many sockets as the hard limit allows (the parent raised it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def emit(obj):
@@ -114,41 +111,33 @@ class Tunnels:
                              return_exceptions=True)
 
 
-async def run(args):
-    tunnels = Tunnels(args.port, args.first, args.tunnels, args.timeout)
+async def run(settings):
+    tunnels = Tunnels(settings["port"], settings["first"],
+                      settings["tunnels"], settings["timeout"])
     start = time.monotonic()
-    slots = asyncio.Semaphore(args.concurrency)
+    slots = asyncio.Semaphore(settings["concurrency"])
     await asyncio.gather(*(tunnels.open_one(i, slots)
                            for i in tunnels.indexes))
     emit({"event": "open", "held": tunnels.held(),
           "seconds": round(time.monotonic() - start, 2),
           "errors": tunnels.errors, "samples": tunnels.samples})
     if await read_command() == "exchange":
-        slots = asyncio.Semaphore(args.exchange_concurrency)
+        slots = asyncio.Semaphore(settings["exchange_concurrency"])
         await asyncio.gather(*(tunnels.exchange_one(i, slots)
                                for i in sorted(tunnels.open)))
         emit({"event": "exchanged", "held": tunnels.held(),
               "errors": tunnels.errors, "samples": tunnels.samples,
               "misroutes": tunnels.misroutes, "rtts_ms": tunnels.rtts_ms})
         await read_command()
-    await tunnels.close_all(asyncio.Semaphore(args.concurrency))
+    await tunnels.close_all(asyncio.Semaphore(settings["concurrency"]))
     emit({"event": "closed"})
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--tunnels", type=int, required=True)
-    parser.add_argument("--first", type=int, default=0)
-    parser.add_argument("--concurrency", type=int, default=100,
-                        help="handshakes in flight")
-    parser.add_argument("--exchange-concurrency", type=int, default=50,
-                        help="messages in flight")
-    parser.add_argument("--timeout", type=float, default=60,
-                        help="seconds for a handshake or a reply")
-    args = parser.parse_args()
-    raise_nofile_limit()
-    asyncio.run(run(args))
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    benchlib.raise_nofile_limit()      # the parent raised the hard limit
+    asyncio.run(run(json.loads(sys.argv[1])))
 
 
 if __name__ == "__main__":

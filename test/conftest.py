@@ -8,6 +8,8 @@
 - shipped: conf/httpd-gwe-balancer.conf as a user runs it, over two nodes.
 - module_nodes, module_httpd_factory: the same, shared by a module's
   tests (each test must leave them running).
+- browser_dir: test/browser with its npm packages, for the browser tests
+  (skips without node or chromium, unless CI is set).
 - after every test, each httpd the test made (by httpd_factory or by
   harness.Httpd directly) is stopped, and its error_log must hold no
   unexpected line (see Httpd.allow()); a module's shared httpd likewise
@@ -160,6 +162,36 @@ def module_httpd_factory(request, tmp_path_factory, module_nodes):
 
     yield factory
     stop_and_check(made)
+
+
+def _browser_unavailable(why):
+    """Skip, or under CI (where the browser tests must run) fail."""
+    if os.environ.get("CI"):
+        pytest.fail("CI is set, so the browser tests must run: %s" % why,
+                    pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def browser_dir():
+    """test/browser, ready to drive Debian's Chromium with playwright-core:
+    node and chromium installed, and its npm packages (`npm ci` when
+    node_modules lacks a locked one; never a browser download).  Skips
+    when something is missing, unless CI is set: then fails."""
+    missing = harness.missing_browser_tools()
+    if missing:
+        _browser_unavailable(
+            "not installed: %s (test/deps.sh installs Debian's chromium, and "
+            "nodejs and npm where node is missing)" % ", ".join(missing))
+    if harness.packages_not_installed() and not harness.npm():
+        _browser_unavailable("npm is not installed, and test/browser/"
+                             "node_modules lacks %s" % ", ".join(
+                                 harness.packages_not_installed()))
+    try:
+        harness.install_browser_packages()
+    except harness.HarnessError as e:
+        pytest.fail(str(e), pytrace=False)
+    return harness.BROWSER_DIR
 
 
 @pytest.fixture

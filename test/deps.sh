@@ -9,11 +9,16 @@ set -eu
 # apache2 (the full package: a2enmod, a2dismod), dpkg-dev, debhelper,
 # build-essential, fakeroot and lintian: test/test_package.py builds the
 # Debian package, lints it and installs it.
-# prometheus (and its promtool): test/test_metrics.py scrapes httpd with it.
+# prometheus (the service stays stopped, see below): test/test_metrics.py
+# scrapes httpd with it; its promtool: test/test_alert_rules.py checks and
+# unit-tests conf/gwe-balancer-alerts.yml.
+# libnss3-tools (certutil): test/test_browser_cometd.py makes Chromium trust
+# a throwaway CA.
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \
 python3-pytest python3-websockets python3-h2 \
 apache2 dpkg-dev debhelper build-essential fakeroot lintian \
-chromium clang libclang-rt-14-dev openssl apache2-utils prometheus $*"
+chromium libnss3-tools clang libclang-rt-14-dev openssl apache2-utils \
+prometheus $*"
 
 missing=""
 for p in $PACKAGES; do

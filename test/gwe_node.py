@@ -8,18 +8,26 @@ It imitates what a GWE Java node shows to a load balancer in front of it:
   * /server/isAlive answers 200 "OK", or 503 "DOWN" when marked down;
   * CometD (Bayeux) over long-polling and over WebSocket at /server/cometd,
     with per-node session state: a clientId is valid only on the node that
-    handed it out in /meta/handshake.  A request the balancer routes to the
+    handed it out in /meta/handshake.  A publish is acknowledged and echoed
+    back to its publisher.  A request the balancer routes to the
     wrong node therefore fails visibly with "402::Unknown client", just as
     it does with real CometD, instead of quietly succeeding.
 
 Other endpoints help tests: /server/headers (what the balancer forwarded),
-/server/slow?ms=N (timeouts), and /_control/... (mark the node down or up,
-read and reset counters), which tests call directly on the node's port.
+/server/slow?ms=N (timeouts), /server/ui/... (the CometD page a browser test
+loads, and the npm package cometd's files it imports), and /_control/...
+(mark the node down or up, read and reset counters, each session's connects
+and publishes), which tests call directly on the node's port.
+
+With --hold-connect S the node holds each /meta/connect up to S seconds
+(the long-poll of a real CometD server, which the JavaScript client
+expects: it sends the next connect as soon as one returns); by default it
+answers at once.
 
 Command line:
 
     /usr/bin/python3 test/gwe_node.py --name GWE_Node_1 \
-        [--host 127.0.0.1] [--port 0] [--verbose]
+        [--host 127.0.0.1] [--port 0] [--hold-connect S] [--verbose]
 
 It prints "READY <port>" on stdout once it listens (port 0 picks a free
 port), serves until SIGTERM or SIGINT, then exits 0.  It uses only the
@@ -30,6 +38,7 @@ import argparse
 import base64
 import hashlib
 import json
+import re
 import secrets
 import signal
 import socketserver
@@ -39,11 +48,23 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import parse_qs
 
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_BODY = 16 * 1024 * 1024         # request bodies and WebSocket messages
 IDLE_TIMEOUT = 60                   # s; longer than the balancer's ttl=20
+
+# /server/ui/NAME serves a file of UI_DIRS' first prefix matching the path
+# (test/browser: the CometD page of test/test_browser_cometd.py, and the
+# npm package cometd's files, so the page needs nothing from outside).
+BROWSER_DIR = Path(__file__).resolve().parent / "browser"
+UI_DIRS = [("/server/ui/cometd/", BROWSER_DIR / "node_modules" / "cometd"),
+           ("/server/ui/", BROWSER_DIR / "ui")]
+UI_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+CONTENT_TYPES = {".html": "text/html; charset=utf-8",
+                 ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8"}
 
 # WebSocket opcodes (RFC 6455, section 5.2)
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -66,14 +87,29 @@ class WebSocketClosed(Exception):
 # The node's state: liveness, counters, and the CometD session table.
 # ---------------------------------------------------------------------------
 
+class Session:
+    """A CometD session: what its client sent this node, and an event set
+    when it ends (a held /meta/connect then returns at once)."""
+
+    def __init__(self):
+        self.connects = 0
+        self.publishes = 0
+        self.ended = threading.Event()
+
+    def counters(self):
+        return {"connects": self.connects, "publishes": self.publishes}
+
+
 class NodeState:
-    def __init__(self, name):
+    def __init__(self, name, hold_connect=0.0):
         self.name = name
+        self.hold_connect = hold_connect    # s; 0 answers /meta/connect at once
         self.alive = True
         self.requests = 0
         self.websockets_open = 0
         self.websockets_total = 0
-        self.sessions = set()
+        self.unknown_clients = 0
+        self.sessions = {}
         self.lock = threading.Lock()
 
     def count_request(self):
@@ -93,20 +129,43 @@ class NodeState:
         with self.lock:
             self.requests = 0
             self.websockets_total = 0
+            self.unknown_clients = 0
 
     def new_session(self):
         client_id = "%s-%s" % (self.name, secrets.token_hex(12))
         with self.lock:
-            self.sessions.add(client_id)
+            self.sessions[client_id] = Session()
         return client_id
 
-    def has_session(self, client_id):
+    def session(self, client_id):
+        if not isinstance(client_id, str):
+            return None
         with self.lock:
-            return client_id in self.sessions
+            return self.sessions.get(client_id)
+
+    def count_message(self, client_id, channel):
+        """Whether client_id is a session of this node; counts its connects
+        and publishes, and the messages of unknown clients."""
+        session = self.session(client_id)
+        with self.lock:
+            if session is None:
+                self.unknown_clients += 1
+            elif channel == "/meta/connect":
+                session.connects += 1
+            elif not channel.startswith("/meta/"):
+                session.publishes += 1
+            return session is not None
 
     def drop_session(self, client_id):
         with self.lock:
-            self.sessions.discard(client_id)
+            session = self.sessions.pop(client_id, None)
+        if session is not None:
+            session.ended.set()
+
+    def session_counters(self):
+        with self.lock:
+            return {client_id: session.counters()
+                    for client_id, session in self.sessions.items()}
 
     def stats(self):
         with self.lock:
@@ -116,6 +175,7 @@ class NodeState:
                 "websockets_open": self.websockets_open,
                 "websockets_total": self.websockets_total,
                 "sessions": len(self.sessions),
+                "unknown_clients": self.unknown_clients,
             }
 
 
@@ -142,14 +202,15 @@ def bayeux_reply(state, message):
     if channel == "/meta/handshake":
         reply.update(successful=True, clientId=state.new_session(), version="1.0",
                      supportedConnectionTypes=["websocket", "long-polling"])
-    elif state.has_session(message.get("clientId")):
+        if state.hold_connect:
+            reply["advice"] = {"reconnect": "retry", "interval": 0,
+                               "timeout": int(state.hold_connect * 1000)}
+    elif state.count_message(message.get("clientId"), channel):
         reply.update(successful=True, clientId=message["clientId"])
         if channel == "/meta/disconnect":
             state.drop_session(message["clientId"])
         elif channel == "/meta/subscribe":
             reply["subscription"] = message.get("subscription")
-        elif not channel.startswith("/meta/"):
-            reply["data"] = message.get("data")
     else:
         reply.update(successful=False, error="402::Unknown client",
                      advice={"reconnect": "handshake"})
@@ -157,8 +218,57 @@ def bayeux_reply(state, message):
     return reply
 
 
+def echo(state, message):
+    """A published message delivered back to its publisher, naming the
+    session and the node.  Apart from the publish's acknowledgement, which
+    has no data: CometD clients tell a reply from a delivery by that."""
+    return {"channel": message["channel"], "data": message.get("data"),
+            "clientId": message["clientId"], "node": state.name}
+
+
 def bayeux_replies(state, messages):
-    return [bayeux_reply(state, message) for message in messages]
+    """The reply to each message, each publish's followed by its echo."""
+    replies = []
+    for message in messages:
+        reply = bayeux_reply(state, message)
+        replies.append(reply)
+        if reply.get("successful") and not reply["channel"].startswith("/meta/"):
+            replies.append(echo(state, message))
+    return replies
+
+
+def connect_hold(state, message):
+    """How long (s) to hold the reply to a /meta/connect: as a CometD server
+    holds it until it has something to deliver (this node never has), up to
+    the node's --hold-connect, or less if the connect asks for less (its
+    advice.timeout in ms: a client's first connect asks for 0)."""
+    if (not state.hold_connect or not isinstance(message, dict)
+            or message.get("channel") != "/meta/connect"):
+        return 0
+    advice = message.get("advice")
+    timeout = advice.get("timeout") if isinstance(advice, dict) else None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return max(0, min(state.hold_connect, timeout / 1000))
+    return state.hold_connect
+
+
+def held_connect(state, messages):
+    """(session, seconds) of the connect among messages to hold, or None."""
+    for message in messages:
+        hold = connect_hold(state, message)
+        session = state.session(message.get("clientId")) if hold else None
+        if session is not None:
+            return session, hold
+    return None
+
+
+def hold_connect(state, messages):
+    """Wait before answering messages holding a connect: its hold, or until
+    its session ends (a /meta/disconnect)."""
+    held = held_connect(state, messages)
+    if held:
+        session, hold = held
+        session.ended.wait(hold)
 
 
 # ---------------------------------------------------------------------------
@@ -213,6 +323,19 @@ def frame(opcode, payload):
     return header + payload
 
 
+class FrameWriter:
+    """Writes whole frames one at a time: a held reply is written from a
+    thread of its own while the connection's thread answers the rest."""
+
+    def __init__(self, wfile):
+        self.wfile = wfile
+        self.lock = threading.Lock()
+
+    def write(self, data):
+        with self.lock:
+            self.wfile.write(data)
+
+
 def read_message(rfile, wfile):
     """The next data message (opcode, payload), answering control frames."""
     opcode, parts = None, []
@@ -246,20 +369,30 @@ def answer_control_frame(wfile, opcode, payload, fin):
         raise WebSocketClosed(1002)
 
 
+def websocket_text(payload):
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebSocketClosed(1007)
+
+
+def websocket_bayeux(opcode, payload):
+    """The Bayeux messages of a data message, or None (echoed instead)."""
+    if opcode == OP_BINARY:
+        return None
+    try:
+        return bayeux_messages(json.loads(websocket_text(payload)))
+    except ValueError:
+        return None
+
+
 def websocket_answer(state, opcode, payload):
     """The frame answering one data message."""
     if opcode == OP_BINARY:
         return frame(OP_BINARY, state.name.encode() + b":" + payload)
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WebSocketClosed(1007)
-    try:
-        messages = bayeux_messages(json.loads(text))
-    except ValueError:
-        messages = None
+    messages = websocket_bayeux(opcode, payload)
     if messages is None:
-        answer = "%s:%s" % (state.name, text)
+        answer = "%s:%s" % (state.name, websocket_text(payload))
     else:
         answer = json.dumps(bayeux_replies(state, messages))
     return frame(OP_TEXT, answer.encode("utf-8"))
@@ -275,6 +408,21 @@ def is_server_path(path):
 
 def is_cometd_path(path):
     return path == "/server/cometd" or path.startswith("/server/cometd/")
+
+
+def ui_file(path):
+    """The file /server/ui/... names, or None: a plain name (no directory,
+    no leading dot) of a served type, in the first UI_DIRS entry whose
+    prefix the path has."""
+    for prefix, directory in UI_DIRS:
+        if path.startswith(prefix):
+            name = path[len(prefix):]
+            file = directory / name
+            if (UI_NAME.fullmatch(name) and file.suffix in CONTENT_TYPES
+                    and file.is_file()):
+                return file
+            return None
+    return None
 
 
 def header_tokens(value):
@@ -330,6 +478,8 @@ class NodeHandler(BaseHTTPRequestHandler):
             self.reply_json(200, self.received_headers())
         elif path == "/server/slow":
             self.serve_slow()
+        elif path.startswith("/server/ui/"):
+            self.serve_ui()
         else:
             self.reply_json(200, {"node": self.state.name, "path": path})
 
@@ -339,6 +489,8 @@ class NodeHandler(BaseHTTPRequestHandler):
             self.serve_alive_switch()
         elif path == "/_control/stats":
             self.reply_json(200, self.state.stats())
+        elif path == "/_control/sessions":
+            self.reply_json(200, self.state.session_counters())
         elif path == "/_control/reset":
             self.state.reset_counters()
             self.reply_json(200, self.state.stats())
@@ -366,12 +518,20 @@ class NodeHandler(BaseHTTPRequestHandler):
         time.sleep(delay_ms / 1000.0)
         self.reply_json(200, {"node": self.state.name, "slept_ms": delay_ms})
 
+    def serve_ui(self):
+        path = ui_file(self.path_only)
+        if path is None or self.command not in ("GET", "HEAD"):
+            self.reply_text(404, "Not Found")
+            return
+        self.reply(200, path.read_bytes(), CONTENT_TYPES[path.suffix])
+
     def serve_cometd(self):
         messages = self.cometd_request_messages()
         if messages is None:
             self.reply_json(400, {"node": self.state.name,
                                   "error": "400::Bad Bayeux request"})
             return
+        hold_connect(self.state, messages)
         self.reply_json(200, bayeux_replies(self.state, messages))
 
     def cometd_request_messages(self):
@@ -431,13 +591,27 @@ class NodeHandler(BaseHTTPRequestHandler):
             self.state.websocket_closed()
 
     def websocket_loop(self):
+        writer = FrameWriter(self.wfile)
         try:
             while True:
-                opcode, payload = read_message(self.rfile, self.wfile)
-                self.wfile.write(websocket_answer(self.state, opcode, payload))
+                opcode, payload = read_message(self.rfile, writer)
+                messages = websocket_bayeux(opcode, payload) or []
+                if held_connect(self.state, messages):
+                    threading.Thread(target=self.answer_held, daemon=True,
+                                     args=(writer, messages)).start()
+                else:
+                    writer.write(websocket_answer(self.state, opcode, payload))
         except WebSocketClosed as closed:
             if closed.code is not None:
-                self.wfile.write(frame(OP_CLOSE, struct.pack("!H", closed.code)))
+                writer.write(frame(OP_CLOSE, struct.pack("!H", closed.code)))
+
+    def answer_held(self, writer, messages):
+        hold_connect(self.state, messages)
+        answer = json.dumps(bayeux_replies(self.state, messages))
+        try:
+            writer.write(frame(OP_TEXT, answer.encode("utf-8")))
+        except (OSError, ValueError):
+            pass                           # the WebSocket closed meanwhile
 
     # -- request bodies ----------------------------------------------------
 
@@ -543,13 +717,17 @@ def parse_arguments():
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--verbose", action="store_true",
                         help="log one line per request to stderr")
+    parser.add_argument("--hold-connect", type=float, default=0, metavar="S",
+                        help="hold each /meta/connect up to S seconds, as a "
+                        "CometD server does (default 0: answer at once)")
     return parser.parse_args()
 
 
 def main():
     arguments = parse_arguments()
     server = NodeServer((arguments.host, arguments.port),
-                        NodeState(arguments.name), arguments.verbose)
+                        NodeState(arguments.name, arguments.hold_connect),
+                        arguments.verbose)
 
     def stop(*_):
         # shutdown() waits for serve_forever() to return: another thread's job.

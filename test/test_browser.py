@@ -16,7 +16,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -27,11 +26,8 @@ import harness
 from harness import (BalancerManager, ShippedHttpd, balancer_block,
                      balancer_manager_block, http_get, worker_url)
 
-BROWSER_DIR = harness.TEST_DIR / "browser"
-SCRIPT = BROWSER_DIR / "balancer_manager.mjs"
-NODE = "/usr/bin/node"
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = harness.TEST_DIR / "artifacts"
+NODEJS = harness.NODEJS
+ARTIFACTS = harness.ARTIFACTS
 
 # The one AH10187 a browser causes: the manager page opened by its URL (as
 # typed in the address bar) comes without a Referer, and httpd 2.4.71 logs
@@ -42,58 +38,10 @@ TYPED_URL_AH10187 = (r"AH10187: ignoring params in balancer-manager "
                      r"cross-site access \(null\): ")
 
 
-def _npm():
-    return shutil.which("npm") or "/usr/bin/npm"
-
-
-def _installed_version():
-    """playwright-core's version in node_modules, or None."""
-    try:
-        with open(BROWSER_DIR / "node_modules" / "playwright-core" /
-                  "package.json") as f:
-            return json.load(f)["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _locked_version():
-    with open(BROWSER_DIR / "package-lock.json") as f:
-        return json.load(f)["packages"]["node_modules/playwright-core"][
-            "version"]
-
-
-def _unavailable(why):
-    """Skip, or under CI (where the browser test must run) fail."""
-    if os.environ.get("CI"):
-        pytest.fail("CI is set, so the browser test must run: %s" % why,
-                    pytrace=False)
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
-def browser_script():
-    """The path of balancer_manager.mjs, its npm dependencies installed
-    (`npm ci` when node_modules lacks the locked playwright-core)."""
-    missing = [path for path in (NODE, CHROMIUM)
-               if not os.access(path, os.X_OK)]
-    if missing:
-        _unavailable("not installed: %s (test/deps.sh installs Debian's "
-                     "chromium, and nodejs and npm where node is missing)"
-                     % ", ".join(missing))
-    if _installed_version() != _locked_version():
-        if not os.access(_npm(), os.X_OK):
-            _unavailable("npm is not installed, and test/browser/"
-                         "node_modules lacks playwright-core %s"
-                         % _locked_version())
-        env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
-        proc = subprocess.run(
-            [_npm(), "ci", "--no-audit", "--no-fund"], cwd=str(BROWSER_DIR),
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, timeout=600)
-        out = proc.stdout.decode(errors="replace")
-        assert proc.returncode == 0, "npm ci failed:\n" + out
-        assert _installed_version() == _locked_version(), out
-    return SCRIPT
+def browser_script(browser_dir):
+    """balancer_manager.mjs, its npm packages installed."""
+    return browser_dir / "balancer_manager.mjs"
 
 
 def run_browser(script, base_url, balancer, member, screenshot,
@@ -106,9 +54,9 @@ def run_browser(script, base_url, balancer, member, screenshot,
     env.pop("BM_PAUSE", None)
     if on_pause:
         env["BM_PAUSE"] = "1"
-    cmd = [NODE, str(script), base_url, balancer, member, str(screenshot),
+    cmd = [NODEJS, str(script), base_url, balancer, member, str(screenshot),
            action]
-    proc = subprocess.Popen(cmd, cwd=str(BROWSER_DIR), env=env,
+    proc = subprocess.Popen(cmd, cwd=str(script.parent), env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     lines = queue.Queue()

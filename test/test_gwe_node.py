@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -271,7 +272,8 @@ def test_stats_count_server_requests_only_and_reset_zeroes_them(node1):
     assert counters["node"] == "GWE_Node_1"
     assert counters["requests"] == 3
     assert set(counters) == {"node", "requests", "websockets_open",
-                             "websockets_total", "sessions"}
+                             "websockets_total", "sessions",
+                             "unknown_clients"}
     assert node1.get("/_control/stats").headers.get("Set-Cookie") is None
     assert json_body(node1.get("/_control/reset"))["requests"] == 0
     assert node1.stats()["requests"] == 0
@@ -323,15 +325,18 @@ def test_a_made_up_client_id_with_the_right_prefix_fails(node1):
 def test_subscribe_publish_and_disconnect(node1):
     client_id = handshake(node1)
     sessions_before = node1.stats()["sessions"]
-    subscribe, publish = bayeux(node1, [
+    subscribe, publish, echo = bayeux(node1, [
         {"channel": "/meta/subscribe", "clientId": client_id,
          "subscription": "/chat", "id": "3"},
         {"channel": "/chat", "clientId": client_id, "data": {"text": "hi"}, "id": "4"},
     ])
     assert subscribe["successful"] is True and subscribe["id"] == "3"
+    # The acknowledgement has no data (CometD clients tell it from a
+    # delivery by that); the echo, delivered next, has no id.
     assert publish == {"channel": "/chat", "clientId": client_id, "id": "4",
-                       "successful": True, "data": {"text": "hi"},
-                       "node": "GWE_Node_1"}
+                       "successful": True, "node": "GWE_Node_1"}
+    assert echo == {"channel": "/chat", "clientId": client_id,
+                    "data": {"text": "hi"}, "node": "GWE_Node_1"}
     disconnect, = bayeux(node1, {"channel": "/meta/disconnect", "clientId": client_id})
     assert disconnect["successful"] is True
     assert "id" not in disconnect
@@ -344,6 +349,24 @@ def test_publish_with_unknown_client_fails(node1):
     assert reply["successful"] is False
     assert reply["error"] == "402::Unknown client"
     assert "data" not in reply
+
+
+def test_sessions_count_their_connects_and_publishes(node1, node2):
+    client_id = handshake(node1)
+    unknown = node2.stats()["unknown_clients"]
+    for _ in range(2):
+        connect(node1, client_id)
+    for i in range(3):
+        bayeux(node1, [{"channel": "/chat", "clientId": client_id, "data": i}])
+    bayeux(node1, [{"channel": "/meta/subscribe", "clientId": client_id,
+                    "subscription": "/chat"}])
+    assert connect(node2, client_id)["error"] == "402::Unknown client"
+    sessions = json_body(node1.get("/_control/sessions"))
+    assert sessions[client_id] == {"connects": 2, "publishes": 3}
+    assert client_id not in json_body(node2.get("/_control/sessions"))
+    assert node2.stats()["unknown_clients"] == unknown + 1
+    bayeux(node1, {"channel": "/meta/disconnect", "clientId": client_id})
+    assert client_id not in json_body(node1.get("/_control/sessions"))
 
 
 def test_get_handshake_and_connect_for_curl(node1, node2):
@@ -629,3 +652,87 @@ def test_verbose_logs_one_line_per_request(make_node):
     lines = node.log().splitlines()
     assert len(lines) == 3
     assert "/server/about" in lines[0] and "GWE_Node_9" in lines[0]
+
+
+# ---------------------------------------------------------------------------
+# --hold-connect: /meta/connect held as a CometD server holds it
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def holding_node(tmp_path_factory):
+    node = harness.Node("GWE_Node_8", args=["--hold-connect", "60"],
+                        log_dir=tmp_path_factory.mktemp("nodes"))
+    yield node.start()
+    node.stop()
+
+
+def test_holding_node_advises_its_timeout(holding_node, node1):
+    reply, = bayeux(holding_node, [{"channel": "/meta/handshake"}])
+    assert reply["advice"] == {"reconnect": "retry", "interval": 0,
+                               "timeout": 60000}
+    reply, = bayeux(node1, [{"channel": "/meta/handshake"}])
+    assert "advice" not in reply
+
+
+def test_held_connect_returns_when_its_session_disconnects(holding_node):
+    client_id = handshake(holding_node)
+    # A first connect asks for no wait (advice.timeout 0), as clients do.
+    reply, = bayeux(holding_node, [{"channel": "/meta/connect", "clientId": client_id,
+                                    "advice": {"timeout": 0}}])
+    assert reply["successful"] is True
+    held = {}
+    thread = threading.Thread(target=lambda: held.update(
+        reply=connect(holding_node, client_id)))
+    thread.start()
+    # Served meanwhile, on another connection: the connect is still held.
+    bayeux(holding_node, [{"channel": "/chat", "clientId": client_id, "data": 1}])
+    assert thread.is_alive() and not held
+    bayeux(holding_node, {"channel": "/meta/disconnect", "clientId": client_id})
+    thread.join(TIMEOUT)
+    assert held["reply"]["error"] == "402::Unknown client"
+
+
+def test_held_connect_over_websocket_lets_other_messages_pass(holding_node):
+    ws = WebSocket(holding_node)
+    try:
+        reply, = ws.bayeux([{"channel": "/meta/handshake"}])
+        client_id = reply["clientId"]
+        ws.send_text(json.dumps([{"channel": "/meta/connect", "clientId": client_id,
+                                  "id": "2"}]))
+        ack, echo = ws.bayeux([{"channel": "/chat", "clientId": client_id,
+                                "data": "x", "id": "3"}])
+        assert (ack["id"], echo["data"]) == ("3", "x")
+        # The disconnect ends the hold: both replies come, in either order.
+        ws.send_text(json.dumps([{"channel": "/meta/disconnect",
+                                  "clientId": client_id, "id": "4"}]))
+        replies = [json.loads(ws.recv_text())[0] for _ in range(2)]
+        assert sorted(r["id"] for r in replies) == ["2", "4"]
+    finally:
+        ws.close()
+
+
+# ---------------------------------------------------------------------------
+# /server/ui: the browser test's page and the cometd package
+# ---------------------------------------------------------------------------
+
+UI_DIR = harness.TEST_DIR / "browser" / "ui"
+
+
+@pytest.mark.parametrize("name, content_type", [
+    ("cometd.html", "text/html; charset=utf-8"),
+    ("cometd_page.js", "text/javascript; charset=utf-8")])
+def test_ui_serves_the_page(node1, name, content_type):
+    response = node1.get("/server/ui/" + name)
+    assert response.status == 200
+    assert response.headers.get("Content-Type") == content_type
+    assert_node_headers(response, "GWE_Node_1")
+    assert response.body == (UI_DIR / name).read_bytes()
+
+
+@pytest.mark.parametrize("path", [
+    "/server/ui/", "/server/ui/nothing.js", "/server/ui/../gwe_node.py",
+    "/server/ui/..%2fgwe_node.py", "/server/ui/cometd/../../gwe_node.py",
+    "/server/ui/.hidden.js", "/server/ui/cometd/package.json",
+    "/server/ui/cometd/nothing.js"])
+def test_ui_serves_nothing_else(node1, path):
+    assert node1.get(path).status == 404

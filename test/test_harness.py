@@ -1,4 +1,4 @@
-"""Tests of the test harness itself (harness.py, conftest.py).
+"""Tests of the test harness itself (harness/, conftest.py).
 
 They use plain lbmethod=byrequests, so they need neither the gwe module nor
 its build: they prove that starting, stopping, readiness, the error_log
@@ -128,10 +128,12 @@ def test_node_start_timeout_kills_the_process(make_node, tmp_path):
         sys.stderr.write("starting slowly\\n"); sys.stderr.flush()
         time.sleep(60)
         """)
-    node = make_node("mute", start=False, script=script, start_timeout=0.5)
+    # Long enough for a loaded machine to start Python and reach the
+    # write, which the error must then show.
+    node = make_node("mute", start=False, script=script, start_timeout=5)
     with pytest.raises(HarnessError) as err:
         node.start()
-    assert "no READY line within 0.5s" in str(err.value)
+    assert "no READY line within 5s" in str(err.value)
     assert "starting slowly" in str(err.value)
     assert not node.running
 

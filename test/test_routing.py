@@ -157,7 +157,13 @@ def test_no_cookie_spreads_over_all_nodes(gwe, nodes):
 def test_fallback_is_weighted_by_loadfactor(gwe, nodes):
     h = gwe(nodes, params={"GWE_Node_1": "loadfactor=2"})
     got = answers(h, None, 40)
-    assert [got.count(n.name) for n in nodes] == [20, 10, 10], got
+    # 20/10/10 exactly when every request has left its member (busy back
+    # to 0) before the next arrives; on a loaded machine the client can be
+    # faster than httpd's post_request, and the least busy one wins.  An
+    # unweighted spread would give about 14/13/13.
+    counts = [got.count(n.name) for n in nodes]
+    assert 18 <= counts[0] <= 22 and all(8 <= c <= 12 for c in counts[1:]), \
+        got
 
 
 def test_fallback_prefers_the_least_busy_node(gwe, nodes):

@@ -165,5 +165,4 @@ def test_demo_command(tmp_path):
     assert pid_files == []
     errors = (tmp_path / "demo" / "logs" /
               "gwe-balancer-error.log").read_text()
-    assert not re.search(r"\[[\w.-]*:(warn|error|crit|alert|emerg)\]",
-                         errors), errors
+    assert not harness.BAD_LEVEL.search(errors), errors

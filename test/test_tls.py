@@ -96,11 +96,11 @@ def test_http2_routes_by_cookie(tls):
     h, nodes = tls
     for node in nodes:
         r = h.h2_get("/server/about", ["GWROUTEID=." + node.name])
-        assert (r.version, r.status, r.node) == ("2", 200, node.name)
+        assert (r.version, r.status, r.node) == ("HTTP/2", 200, node.name)
         # Browsers send HTTP/2 cookies as separate fields ("crumbs").
         r = h.h2_get("/server/about", ["a=1", "GWROUTEID=." + node.name,
                                        "b=2"])
-        assert (r.version, r.status, r.node) == ("2", 200, node.name)
+        assert (r.version, r.status, r.node) == ("HTTP/2", 200, node.name)
     new = [h.h2_get("/server/about").node for _ in range(4)]
     assert sorted(new) == ["GWE_Node_1"] * 2 + ["GWE_Node_2"] * 2
     # Plain HTTP offers no h2c: curl stays on HTTP/1.1 there.

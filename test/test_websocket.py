@@ -12,8 +12,8 @@ import signal
 import pytest
 import websockets
 
-from harness import (CONNECT_ERRORS, BalancerManager, http_get,
-                     twin_balancers, worker_url, ws_node, ws_talk)
+from harness import (CONNECT_ERRORS, BalancerManager, balancer_manager_block,
+                     http_get, twin_balancers, worker_url, ws_node, ws_talk)
 
 
 @pytest.fixture
@@ -28,11 +28,8 @@ def gwe_ws(httpd_factory):
         if fallback_to_http is not None:
             extra = "ProxyWebsocketFallbackToProxyHttp %s\n" % (
                 "On" if fallback_to_http else "Off")
-        h.write_config('ProxyPass "/balancer-manager" "!"\n'
-                       '<Location "/balancer-manager">\n'
-                       '    SetHandler balancer-manager\n'
-                       '    Require ip 127.0.0.1\n'
-                       '</Location>\n' + extra + twin_balancers(nodes, **kw))
+        h.write_config(balancer_manager_block() + extra
+                       + twin_balancers(nodes, **kw))
         h.start()
         return h
     return start

@@ -40,13 +40,8 @@
 // stdin, for the caller to check the server meanwhile).
 
 import readline from 'node:readline';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-  '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
-];
 const ACTIONS = {
   drain: { radio: 'w_status_N', flag: 'Drn' },
   disable: { radio: 'w_status_D', flag: 'Dis' },
@@ -177,12 +172,7 @@ async function setLbmethod(page, lbmethod) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: FLAGS,
-    timeout: 60000,
-  });
+  const browser = await launch();
   result.browser_version = browser.version();
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();

@@ -15,6 +15,8 @@ HTTP/2 and WebSocket.  Split by concern, as httpd's own pyhttpd is:
 - prometheus: Debian's Prometheus scraping /metrics, and promtool;
 - shipped: conf/httpd-gwe-balancer.conf as a user runs it, plain and TLS;
 - load: the load generator of the fault and soak runs;
+- tls: a throwaway CA and a certificate it signed;
+- browser: Chromium's tools, test/browser's npm packages, a trusting HOME;
 - tree: a scratch copy of the working tree.
 
 Every public name is here too: `import harness; harness.Httpd`.  Standard
@@ -27,7 +29,7 @@ from .base import (APACHE2, MODULE_SO, MODULES_DIR, NODE_SCRIPT, PYTHON,
                    REPO_DIR, TEST_DIR, HarnessError, free_port, port_accepts,
                    wait_until)
 from .clients import (HttpSession, Response, cometd_connect, cometd_handshake,
-                      h2c_get, http_get, http_request, raw_http,
+                      curl_get, h2c_get, http_get, http_request, raw_http,
                       ws_cometd_sessions, ws_node, ws_talk)
 from .configs import (MANY_CHILDREN, PROXYPASS, balancer_block,
                       balancer_manager_block, metrics_block, route_cookie,
@@ -43,6 +45,10 @@ from .processes import (Node, become_subreaper, created_httpds, group_members,
                         pid_alive, reap_apache_zombies, stop_all)
 from .shipped import (SHIPPED_CONF, TLS_ENVIRONMENT_WARNINGS, ShippedHttpd,
                       TlsHttpd, make_cert, shipped_defines)
+from .tls import make_ca_signed_cert
+from .browser import (ARTIFACTS, BROWSER_DIR, CHROMIUM, NODEJS,
+                      install_browser_packages, missing_browser_tools, npm,
+                      packages_not_installed, trusting_home)
 from .tree import copy_working_tree, tree_entries
 
 __all__ = [
@@ -50,8 +56,8 @@ __all__ = [
     "REPO_DIR", "TEST_DIR", "HarnessError", "free_port", "port_accepts",
     "wait_until",
     "HttpSession", "Response", "cometd_connect", "cometd_handshake",
-    "h2c_get", "http_get", "http_request", "raw_http", "ws_cometd_sessions",
-    "ws_node", "ws_talk",
+    "curl_get", "h2c_get", "http_get", "http_request", "raw_http",
+    "ws_cometd_sessions", "ws_node", "ws_talk",
     "MANY_CHILDREN", "PROXYPASS", "balancer_block", "balancer_manager_block",
     "metrics_block", "route_cookie", "twin_balancers", "worker_url",
     "BASE_MODULES", "Httpd",
@@ -65,5 +71,9 @@ __all__ = [
     "pid_alive", "reap_apache_zombies", "stop_all",
     "SHIPPED_CONF", "TLS_ENVIRONMENT_WARNINGS", "ShippedHttpd", "TlsHttpd",
     "make_cert", "shipped_defines",
+    "make_ca_signed_cert",
+    "ARTIFACTS", "BROWSER_DIR", "CHROMIUM", "NODEJS",
+    "install_browser_packages", "missing_browser_tools", "npm",
+    "packages_not_installed", "trusting_home",
     "copy_working_tree", "tree_entries",
 ]

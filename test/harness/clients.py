@@ -195,16 +195,25 @@ def h2c_get(port, path, cookies, headers=None, timeout=10, host="127.0.0.1"):
     server that does not join them: beware, python3-h2 joins received
     cookie crumbs unless normalize_inbound_headers=False).  curl drops the
     blanks that start a value, so a crumb cannot start with one."""
-    cmd = ["curl", "--http2-prior-knowledge", "--silent", "--show-error",
-           "--max-time", str(timeout), "--dump-header", "-"]
+    return curl_get("http://%s:%d%s" % (host, port, path), cookies, headers,
+                    ["--http2-prior-knowledge"], timeout)
+
+
+def curl_get(url, cookies=(), headers=None, curl_args=(), timeout=10):
+    """GET url with curl and curl_args (e.g. --http2, --cacert FILE),
+    sending each item of cookies as its own `cookie` header field, then
+    headers (name, value).  Returns the Response; .version is the status
+    line's, e.g. "HTTP/2"."""
+    cmd = ["curl"] + list(curl_args) + [
+        "--silent", "--show-error", "--max-time", str(timeout),
+        "--dump-header", "-"]
     for name, value in _header_items(headers) + [("cookie", c)
                                                    for c in cookies]:
         # "name:" alone would make curl remove the field; "name;" sends it
         # empty.
         cmd += ["-H", "%s: %s" % (name, value) if value else "%s;" % name]
-    with tempfile.NamedTemporaryFile(prefix="h2c-body-") as body_file:
-        cmd += ["--output", body_file.name,
-                "http://%s:%d%s" % (host, port, path)]
+    with tempfile.NamedTemporaryFile(prefix="curl-body-") as body_file:
+        cmd += ["--output", body_file.name, url]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout + 5)

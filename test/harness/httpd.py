@@ -114,7 +114,7 @@ class Httpd:
             ('\\"%s\\"' % fmt) if name in ("request", "cookie") else fmt
             for name, fmt in ACCESS_FIELDS)
         lines = [
-            "# Written by test/harness.py: a private httpd, nothing shared "
+            "# Written by test/harness/: a private httpd, nothing shared "
             "with the system's.",
             'ServerRoot "%s"' % root,
             "ServerName 127.0.0.1",

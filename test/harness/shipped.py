@@ -1,16 +1,13 @@
 """The shipped configuration, conf/httpd-gwe-balancer.conf, run as a user
 runs it (ShippedHttpd), and with its HTTPS front on (TlsHttpd)."""
 
-import http.client
-import io
 import re
 import ssl
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .base import APACHE2, MODULES_DIR, REPO_DIR, HarnessError, free_port
-from .clients import Response, http_request, ws_node, ws_talk
+from .base import APACHE2, MODULES_DIR, REPO_DIR, free_port
+from .clients import curl_get, http_request, ws_node, ws_talk
 from .httpd import Httpd
 
 SHIPPED_CONF = REPO_DIR / "conf" / "httpd-gwe-balancer.conf"
@@ -89,20 +86,23 @@ class ShippedHttpd(Httpd):
                           self.access_log())
 
 
-def make_cert(directory, name="127.0.0.1"):
-    """A throwaway self-signed certificate for the IP address name (in the
+def make_cert(directory, name="127.0.0.1", signer=None):
+    """A throwaway certificate for the IP address name (in the
     subjectAltName, which clients check for an IP, and the CN, which
     httpd compares with ServerName and SSLProxyCheckPeerName uses); not a
-    CA (mod_ssl warns about a server certificate that is one).  Returns
-    (cert path, key path)."""
+    CA (mod_ssl warns about a server certificate that is one); signed by
+    signer, (CA certificate path, its key path), else self-signed.
+    Returns (cert path, key path)."""
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
+    signed_by = ["-CA", str(signer[0]), "-CAkey", str(signer[1])] \
+        if signer else []
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
          "-days", "1", "-subj", "/CN=" + name,
          "-addext", "subjectAltName=IP:" + name,
          "-addext", "basicConstraints=critical,CA:FALSE",
-         "-keyout", str(key), "-out", str(cert)],
+         "-keyout", str(key), "-out", str(cert)] + signed_by,
         check=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, timeout=60)
     return cert, key
@@ -154,28 +154,8 @@ class TlsHttpd(ShippedHttpd):
 
     def h2_get(self, path, cookies=(), timeout=10):
         """GET over HTTP/2 in TLS (ALPN h2), by curl, verifying the
-        certificate; each item of cookies is sent as its own cookie field.
-        Returns a Response whose .version is curl's "2"."""
-        cmd = ["curl", "--http2", "--silent", "--show-error",
-               "--cacert", str(self.cert), "--max-time", str(timeout),
-               "--dump-header", "-", "--write-out", "\n%{http_version}"]
-        for c in cookies:
-            cmd += ["-H", "cookie: " + c]
-        with tempfile.NamedTemporaryFile(prefix="h2-body-") as body_file:
-            cmd += ["--output", body_file.name,
-                    "https://127.0.0.1:%d%s" % (self.tls_port, path)]
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE,
-                                  timeout=timeout + 5)
-            if proc.returncode != 0:
-                raise HarnessError("curl exited %d: %s" % (
-                    proc.returncode, proc.stderr.decode(errors="replace")))
-            body = body_file.read()
-        head, version = proc.stdout.decode("latin-1").rsplit("\n", 1)
-        status_line, *lines = head.strip("\r\n").split("\r\n\r\n")[-1] \
-            .split("\r\n")
-        msg = http.client.parse_headers(io.BytesIO(
-            "\r\n".join(lines + ["", ""]).encode("latin-1")))
-        return Response(int(status_line.split()[1]), "", msg, body,
-                                version.strip())
+        certificate; each item of cookies is sent as its own cookie field
+        (see curl_get())."""
+        return curl_get("https://127.0.0.1:%d%s" % (self.tls_port, path),
+                        cookies, curl_args=["--http2", "--cacert",
+                                            str(self.cert)], timeout=timeout)

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""A fast WebSocket backend that looks like a GWE node to a load balancer,
-for bench/ws_capacity.py.
+"""A fast backend that looks like a GWE node to a load balancer, for the
+benchmarks (bench/benchlib.py's node(): ws_capacity.py's WebSocket nodes,
+the node behind httpd in finder_cost.py and request_profile.py).
 
 One process is one node.  It listens on 127.0.0.1 and answers:
 
@@ -11,7 +12,11 @@ One process is one node.  It listens on 127.0.0.1 and answers:
     message is answered with "<name> <the message>", so that a client
     sees which node answered and can count misroutes; pings get pongs;
   * GET /_stats (asked directly, not through the balancer): JSON with
-    the WebSockets open now and in total.
+    the WebSockets open now and in total;
+  * any other GET: 200 with the path as the body, so that a client sees
+    which balancer member (/m001/...) a request went through.
+
+Every answer carries X-GWE-Node: <name> and the routing cookie.
 
 It is plain asyncio (asyncio.Protocol, standard library only) rather than
 python3-websockets: mod_proxy_hcheck asks isAlive over HTTP/1.0, which the
@@ -20,7 +25,7 @@ balancer would then take both nodes out.  A bare Protocol is also the
 cheapest way to hold thousands of connections on a small machine; the
 benchmark's client uses python3-websockets, which checks this framing.
 
-    /usr/bin/python3 bench/ws_backend.py --name GWE_Node_1 [--port 0]
+    /usr/bin/python3 bench/node.py --name GWE_Node_1 [--port 0]
 
 It prints "READY <port>" once it listens (port 0 picks a free one) and
 serves until SIGTERM or SIGINT.
@@ -29,15 +34,13 @@ serves until SIGTERM or SIGINT.
 import argparse
 import asyncio
 import json
-import resource
 import signal
 import struct
 import sys
-from pathlib import Path
 
+import benchlib         # also puts test/ on sys.path
 # The test suite's demo node frames messages and answers handshakes the
 # same way; this node only does it without a thread per connection.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
 from gwe_node import frame, websocket_accept  # noqa: E402
 
 MAX_HEAD = 16 * 1024            # bytes of request line and headers
@@ -50,16 +53,6 @@ class Stats:
     def __init__(self):
         self.websockets_open = 0
         self.websockets_total = 0
-
-
-def raise_nofile_limit():
-    """Hold 10,000+ sockets: the soft limit up to the hard one (and, as
-    root, both up to 1 << 20, the kernel's usual nr_open)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def unmask(mask, data):
@@ -145,7 +138,7 @@ class NodeProtocol(asyncio.Protocol):
         elif path == "/_stats":
             status, body = "200 OK", json.dumps(vars(self.stats)).encode()
         else:
-            status, body = "404 Not Found", b""
+            status, body = "200 OK", path.encode("latin-1")
         self.transport.write(response(status, [
             node, cookie, ("Content-Length", len(body)),
             ("Connection", "keep-alive" if keep else "close")], body))
@@ -230,7 +223,7 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    raise_nofile_limit()
+    benchlib.raise_nofile_limit()      # 10,000+ sockets
     asyncio.run(serve(args.name, args.host, args.port))
 
 
