@@ -10,6 +10,7 @@
   tests (each test must leave them running).
 - browser_dir: test/browser with its npm packages, for the browser tests
   (skips without node or chromium, unless CI is set).
+- prometheus_tools: likewise for Debian's prometheus and promtool.
 - after every test, each httpd the test made (by httpd_factory or by
   harness.Httpd directly) is stopped, and its error_log must hold no
   unexpected line (see Httpd.allow()); a module's shared httpd likewise
@@ -164,8 +165,8 @@ def module_httpd_factory(request, tmp_path_factory, module_nodes):
     stop_and_check(made)
 
 
-def _browser_unavailable(why):
-    """Skip, or under CI (where the browser tests must run) fail."""
+def _unavailable(why):
+    """Skip, or under CI (where every test must run) fail."""
     if os.environ.get("CI"):
         pytest.fail("CI is set, so the browser tests must run: %s" % why,
                     pytrace=False)
@@ -180,11 +181,11 @@ def browser_dir():
     when something is missing, unless CI is set: then fails."""
     missing = harness.missing_browser_tools()
     if missing:
-        _browser_unavailable(
+        _unavailable(
             "not installed: %s (test/deps.sh installs Debian's chromium, and "
             "nodejs and npm where node is missing)" % ", ".join(missing))
     if harness.packages_not_installed() and not harness.npm():
-        _browser_unavailable("npm is not installed, and test/browser/"
+        _unavailable("npm is not installed, and test/browser/"
                              "node_modules lacks %s" % ", ".join(
                                  harness.packages_not_installed()))
     try:
@@ -192,6 +193,16 @@ def browser_dir():
     except harness.HarnessError as e:
         pytest.fail(str(e), pytrace=False)
     return harness.BROWSER_DIR
+
+
+@pytest.fixture(scope="session")
+def prometheus_tools():
+    """Debian's prometheus and promtool installed; skips when they are not,
+    unless CI is set: then fails."""
+    missing = harness.missing_prometheus()
+    if missing:
+        _unavailable("not installed: %s (Debian: apt-get install "
+                     "prometheus, as test/deps.sh does)" % ", ".join(missing))
 
 
 @pytest.fixture

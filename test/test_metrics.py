@@ -16,9 +16,9 @@ import pytest
 
 from harness import (MANY_CHILDREN, REPO_DIR, BalancerManager, Prometheus,
                      balancer_block, balancer_manager_block, free_port,
-                     http_get, http_request, metrics_block,
-                     promtool_check_metrics, route_cookie, twin_balancers,
-                     wait_until, worker_url, ws_talk)
+                     http_get, http_request, metrics_block, route_cookie,
+                     run_promtool, twin_balancers, wait_until, worker_url,
+                     ws_talk)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FAMILIES = {
@@ -96,7 +96,7 @@ def h(module_httpd_factory, module_nodes, dead_port):
 
 
 @pytest.fixture(scope="module")
-def prom(h, tmp_path_factory):
+def prom(h, tmp_path_factory, prometheus_tools):
     p = Prometheus(tmp_path_factory.mktemp("prometheus"),
                    ["127.0.0.1:%d" % h.port])
     yield p.start()
@@ -135,12 +135,12 @@ def state_of(prom, balancer, route):
     return member_states(prom, balancer)[route]
 
 
-def test_page_is_prometheus_text_format(h):
+def test_page_is_prometheus_text_format(h, prometheus_tools):
     r = http_get(h.port, "/metrics")
     assert r.status == 200
     assert r.headers["Content-Type"] == CONTENT_TYPE
     assert r.headers["Cache-Control"] == "no-store"
-    rc, out = promtool_check_metrics(r.body)
+    rc, out = run_promtool("check", "metrics", input=r.body)
     assert rc == 0 and out == "", out
 
     text = r.text

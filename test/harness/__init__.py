@@ -40,7 +40,7 @@ from .logs import (ACCESS_FIELDS, BAD_LEVEL, CONNECT_ERRORS, CRASH,
                    GLOBAL_ALLOWED, SANITIZER, parse_access_log,
                    sanitizer_block, sanitizer_preload, sanitizer_report_dir)
 from .manager import BalancerManager
-from .prometheus import Prometheus, promtool_check_metrics
+from .prometheus import Prometheus, missing_prometheus, run_promtool
 from .processes import (Node, become_subreaper, created_httpds, group_members,
                         pid_alive, reap_apache_zombies, stop_all)
 from .shipped import (SHIPPED_CONF, TLS_ENVIRONMENT_WARNINGS, ShippedHttpd,
@@ -66,7 +66,7 @@ __all__ = [
     "GLOBAL_ALLOWED", "SANITIZER", "parse_access_log", "sanitizer_block",
     "sanitizer_preload", "sanitizer_report_dir",
     "BalancerManager",
-    "Prometheus", "promtool_check_metrics",
+    "Prometheus", "missing_prometheus", "run_promtool",
     "Node", "become_subreaper", "created_httpds", "group_members",
     "pid_alive", "reap_apache_zombies", "stop_all",
     "SHIPPED_CONF", "TLS_ENVIRONMENT_WARNINGS", "ShippedHttpd", "TlsHttpd",

@@ -4,6 +4,7 @@ free port, scraping httpd's /metrics every second; queried through its HTTP
 API as a dashboard or an alerting rule would."""
 
 import json
+import os
 import subprocess
 import time
 import urllib.parse
@@ -17,12 +18,21 @@ PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 
 
-def promtool_check_metrics(page):
-    """(exit status, output) of `promtool check metrics` reading page (bytes)
-    on its stdin: what Prometheus' own linter says of an exposition."""
-    proc = subprocess.run([PROMTOOL, "check", "metrics"], input=page,
+def missing_prometheus():
+    """The Prometheus tools that are not installed (Debian's prometheus
+    package ships both)."""
+    return [path for path in (PROMETHEUS, PROMTOOL)
+            if not os.access(path, os.X_OK)]
+
+
+def run_promtool(*args, input=None):
+    """(exit status, stdout and stderr) of promtool ARGS, with input (bytes)
+    on its stdin, or none."""
+    proc = subprocess.run([PROMTOOL, *map(str, args)], input=input,
+                          stdin=None if input is not None
+                          else subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=60)
+                          timeout=120)
     return proc.returncode, proc.stdout.decode(errors="replace")
 
 
