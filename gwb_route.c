@@ -378,13 +378,14 @@ static void gwb_remember_unknown(gwb_unknown_sample *u, const char *route,
 }
 
 /* Whether this process is the one to warn now: the first to claim the
- * minute. */
+ * minute.  A request that began before the last claim (now < last) is
+ * within that minute too. */
 static int gwb_unknown_warning_due(gwb_balancer_shm *shm, apr_time_t now)
 {
     apr_uint32_t sec = (apr_uint32_t)apr_time_sec(now);
     apr_uint32_t last = apr_atomic_read32(&shm->unknown_warned_at);
 
-    if (last && sec - last < GWB_UNKNOWN_WARN_SECONDS) {
+    if (last && (apr_int32_t)(sec - last) < GWB_UNKNOWN_WARN_SECONDS) {
         return 0;
     }
     return apr_atomic_cas32(&shm->unknown_warned_at, sec, last) == last;

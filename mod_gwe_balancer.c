@@ -91,7 +91,10 @@ static int gwb_run_checks(server_rec *s, apr_pool_t *ptemp)
 static int gwb_check_config(apr_pool_t *pconf, apr_pool_t *plog,
                             apr_pool_t *ptemp, server_rec *s)
 {
-    if (!gwb_route_init()) {
+    /* mod_proxy registers the optional functions gwb_route_init() needs;
+     * without mod_proxy_balancer httpd would answer 500 to every request
+     * for a balancer. */
+    if (!gwb_route_init() || !ap_find_linked_module("mod_proxy_balancer.c")) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                      "GWB0001: mod_proxy and mod_proxy_balancer (2.4.35 or "
                      "later) must be loaded for gwesticky: add LoadModule "

@@ -6,11 +6,15 @@
 - httpd_factory: private httpd instances, stopped at teardown (before the
   nodes).
 - shipped: conf/httpd-gwe-balancer.conf as a user runs it, over two nodes.
+- module_nodes, module_httpd_factory: the same, shared by a module's
+  tests (each test must leave them running).
 - browser_dir: test/browser with its npm packages, for the browser tests
   (skips without node or chromium, unless CI is set).
+- prometheus_tools: likewise for Debian's prometheus and promtool.
 - after every test, each httpd the test made (by httpd_factory or by
   harness.Httpd directly) is stopped, and its error_log must hold no
-  unexpected line (see Httpd.allow()).
+  unexpected line (see Httpd.allow()); a module's shared httpd likewise
+  after the module's last test.
 """
 
 import os
@@ -35,8 +39,14 @@ def _httpd_error_log_check():
     Httpd.allow() regex (nor harness.GLOBAL_ALLOWED) matches."""
     first = len(harness.created_httpds)
     yield
+    stop_and_check(harness.created_httpds[first:])
+
+
+def stop_and_check(httpds):
+    """Stop each httpd; fail the test if one could not be stopped or
+    logged a line no Httpd.allow() regex matches."""
     problems = []
-    for httpd in harness.created_httpds[first:]:
+    for httpd in httpds:
         try:
             httpd.stop()
         except harness.HarnessError as e:
@@ -121,8 +131,42 @@ def httpd_factory(request, tmp_path, make_node):
         httpd.stop()
 
 
-def _browser_unavailable(why):
-    """Skip, or under CI (where the browser tests must run) fail."""
+@pytest.fixture(scope="module")
+def module_nodes(tmp_path_factory):
+    """Three started nodes, GWE_Node_1..3, shared by a module's tests."""
+    made = []
+    log_dir = tmp_path_factory.mktemp("nodes")
+    try:
+        for i in (1, 2, 3):
+            made.append(harness.Node("GWE_Node_%d" % i, log_dir=log_dir))
+            made[-1].start()
+        yield made
+    finally:
+        for node in reversed(made):
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def module_httpd_factory(request, tmp_path_factory, module_nodes):
+    """httpd_factory for an httpd that a module's tests share: call it from
+    a module-scoped fixture (inside a test, the test's own check would stop
+    it).  Stopped after the module's last test, and its error_log checked
+    then.  Depends on module_nodes so that it stops before them."""
+    made = []
+
+    def factory(gwe=False, **kw):
+        if gwe:
+            kw["module_path"] = request.getfixturevalue("module_so")
+        httpd = harness.Httpd(tmp_path_factory.mktemp("httpd"), **kw)
+        made.append(httpd)
+        return httpd
+
+    yield factory
+    stop_and_check(made)
+
+
+def _unavailable(why):
+    """Skip, or under CI (where every test must run) fail."""
     if os.environ.get("CI"):
         pytest.fail("CI is set, so the browser tests must run: %s" % why,
                     pytrace=False)
@@ -137,11 +181,11 @@ def browser_dir():
     when something is missing, unless CI is set: then fails."""
     missing = harness.missing_browser_tools()
     if missing:
-        _browser_unavailable(
+        _unavailable(
             "not installed: %s (test/deps.sh installs Debian's chromium, and "
             "nodejs and npm where node is missing)" % ", ".join(missing))
     if harness.packages_not_installed() and not harness.npm():
-        _browser_unavailable("npm is not installed, and test/browser/"
+        _unavailable("npm is not installed, and test/browser/"
                              "node_modules lacks %s" % ", ".join(
                                  harness.packages_not_installed()))
     try:
@@ -149,6 +193,16 @@ def browser_dir():
     except harness.HarnessError as e:
         pytest.fail(str(e), pytrace=False)
     return harness.BROWSER_DIR
+
+
+@pytest.fixture(scope="session")
+def prometheus_tools():
+    """Debian's prometheus and promtool installed; skips when they are not,
+    unless CI is set: then fails."""
+    missing = harness.missing_prometheus()
+    if missing:
+        _unavailable("not installed: %s (Debian: apt-get install "
+                     "prometheus, as test/deps.sh does)" % ", ".join(missing))
 
 
 @pytest.fixture

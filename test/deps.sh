@@ -9,8 +9,9 @@ set -eu
 # apache2 (the full package: a2enmod, a2dismod), dpkg-dev, debhelper,
 # build-essential, fakeroot and lintian: test/test_package.py builds the
 # Debian package, lints it and installs it.
-# prometheus, for its promtool (the service stays stopped, see below):
-# test/test_alert_rules.py checks and unit-tests conf/gwe-balancer-alerts.yml.
+# prometheus (the service stays stopped, see below): test/test_metrics.py
+# scrapes httpd with it; its promtool: test/test_alert_rules.py checks and
+# unit-tests conf/gwe-balancer-alerts.yml.
 # libnss3-tools (certutil): test/test_browser_cometd.py makes Chromium trust
 # a throwaway CA.
 PACKAGES="apache2-bin apache2-dev make gcc libc6-dev curl python3 \

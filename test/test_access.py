@@ -1,6 +1,6 @@
 """Who reaches what through the shipped configuration: visitors reach
-/server from anywhere; balancer-manager and server-status answer loopback
-(127.0.0.1, ::1) only.
+/server from anywhere; balancer-manager, server-status and the Prometheus
+metrics answer loopback (127.0.0.1, ::1) only.
 
 "Anywhere else" is played on 127.0.0.0/8 with a client socket bound to
 another source address (Linux gives a connection to 127.0.0.2 the source
@@ -29,10 +29,10 @@ import harness
 from harness import (SHIPPED_CONF, BalancerManager, ShippedHttpd, TlsHttpd,
                      http_get, make_cert)
 
-ADMIN_PATHS = ("/balancer-manager", "/server-status")
+ADMIN_PATHS = ("/balancer-manager", "/server-status", "/metrics")
 # The lines httpd logs for each refused admin request.
 DENIED = (r"AH01630: client denied by server configuration: "
-          r"\S*/(balancer-manager|server-status)(,|$)")
+          r"\S*/(balancer-manager|server-status|metrics)(,|$)")
 
 
 def get_from(source, host, port, path, cookie=None):
@@ -76,6 +76,10 @@ def test_admin_pages_only_from_loopback(tmp_path, module_so, make_node):
     assert status.status == 200 and "ServerVersion:" in status.text
     assert get_from("127.0.0.1", "127.0.0.2", port2,
                     "/server-status?auto").status == 200
+    metrics = get_from("127.0.0.1", "127.0.0.1", h.port, "/metrics")
+    assert metrics.status == 200 and metrics.node is None
+    assert metrics.headers["Content-Type"].startswith("text/plain; "
+                                                      "version=0.0.4")
 
     # This server's own other address, and another client: refused.
     others = [("127.0.0.2", "127.0.0.2", port2),
@@ -101,7 +105,7 @@ def test_admin_pages_only_from_loopback(tmp_path, module_so, make_node):
 
     denied = [line for line in h.error_log().splitlines()
               if re.search(DENIED, line)]
-    assert len(denied) == 2 * 4
+    assert len(denied) == 2 * 5
     assert {re.search(r"\[client ([\d.]+):", line).group(1)
             for line in denied} == {"127.0.0.2", "127.0.0.3"}
 

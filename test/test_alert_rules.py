@@ -2,45 +2,23 @@
 accepts them and their unit tests (conf/gwe-balancer-alerts.test.yml) pass;
 and those tests fail when a rule or an expectation is broken."""
 
-import os
-import shutil
-import subprocess
-
 import pytest
 
 import harness
+from harness import run_promtool
 
 CONF = harness.REPO_DIR / "conf"
 RULES = CONF / "gwe-balancer-alerts.yml"
 RULE_TESTS = CONF / "gwe-balancer-alerts.test.yml"
 
 
-@pytest.fixture(scope="module")
-def promtool():
-    """promtool's path (Debian's prometheus package ships it)."""
-    path = shutil.which("promtool")
-    if path is None and not os.environ.get("CI"):
-        pytest.skip("promtool is not installed (Debian: apt-get install "
-                    "prometheus, as test/deps.sh does); CI runs this test")
-    assert path, "promtool is not installed (test/deps.sh installs it)"
-    return path
-
-
-def run_promtool(promtool, *args):
-    """(exit status, stdout and stderr) of promtool ARGS."""
-    proc = subprocess.run([promtool, *map(str, args)],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=120)
-    return proc.returncode, proc.stdout.decode(errors="replace")
-
-
-def test_rules_are_valid(promtool):
-    status, out = run_promtool(promtool, "check", "rules", RULES)
+def test_rules_are_valid(prometheus_tools):
+    status, out = run_promtool("check", "rules", RULES)
     assert status == 0, out
 
 
-def test_rule_tests_pass(promtool):
-    status, out = run_promtool(promtool, "test", "rules", RULE_TESTS)
+def test_rule_tests_pass(prometheus_tools):
+    status, out = run_promtool("test", "rules", RULE_TESTS)
     assert status == 0, out
 
 
@@ -64,7 +42,7 @@ BREAKAGES = {
 
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
-def test_rule_tests_catch(promtool, tmp_path, breakage):
+def test_rule_tests_catch(prometheus_tools, tmp_path, breakage):
     """A copy of the rules and their tests, one of them broken: promtool
     test rules fails, in the test group that covers what was broken."""
     changed, old, new, group = BREAKAGES[breakage]
@@ -74,7 +52,7 @@ def test_rule_tests_catch(promtool, tmp_path, breakage):
             assert old in text, "%s no longer holds %r" % (path.name, old)
             text = text.replace(old, new)
         (tmp_path / path.name).write_text(text)
-    status, out = run_promtool(promtool, "test", "rules",
+    status, out = run_promtool("test", "rules",
                                tmp_path / RULE_TESTS.name)
     assert status != 0, out
     assert "name: %s," % group in out, out

@@ -21,6 +21,28 @@ def test_shipped_config_parses_with_its_example_nodes(tmp_path, module_so):
     assert rc == 0 and "Syntax OK" in out, out
 
 
+def test_shipped_config_with_only_node_addresses(tmp_path, module_so,
+                                                make_node):
+    """-C "Define GWE_NODE_n_ADDR ..." alone: each name keeps its own
+    default, so the routes are GWE_Node_1 and GWE_Node_2 as written, not an
+    undefined ${GWE_NODE_n_NAME} (AH00111, GWB0110)."""
+    nodes = [make_node("GWE_Node_1"), make_node("GWE_Node_2")]
+    h = ShippedHttpd(tmp_path / "shipped", module_so, nodes)
+    for i in (1, 2):
+        del h.defines["GWE_NODE_%d_NAME" % i]
+    rc, out = h.configtest()
+    assert rc == 0 and "Syntax OK" in out, out
+    assert not re.search(r"AH00111|GWB0110", out), out
+    h.start()
+    members = BalancerManager(h.port).status()["gwe"]["members"]
+    assert sorted(m["route"] for m in members.values()) == \
+        ["GWE_Node_1", "GWE_Node_2"]
+    for node in nodes:
+        r = http_get(h.port, "/server/about", cookie=route_cookie(node))
+        assert r.status == 200 and r.node == node.name
+    assert not re.search(r"AH00111|GWB0110", h.error_log())
+
+
 def test_shipped_config_routes_by_cookie(shipped):
     h, nodes = shipped
     for node in nodes:

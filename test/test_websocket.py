@@ -189,19 +189,6 @@ def test_200_concurrent_tunnels_none_misrouted(gwe_ws, nodes):
     assert results.count(True) == 200
 
 
-def test_missing_websocket_balancer_stops_startup(httpd_factory, nodes):
-    h = httpd_factory(gwe=True, modules=["proxy_wstunnel"])
-    h.allow(r"GWB0002")
-    h.allow(r"AH00020: Configuration Failed")
-    h.write_config(twin_balancers(nodes).replace(
-        'GWEBalancerWebSocket "balancer://gwe" "balancer://gwe-ws"',
-        'GWEBalancerWebSocket "balancer://gwe" "balancer://nosuch"'))
-    rc, out = h.start_expect_failure()
-    assert not h.running
-    assert "GWB0002: GWEBalancerWebSocket names balancer://nosuch, which " \
-           "is not defined here" in out
-
-
 def test_route_mismatch_and_http_members_are_warned(httpd_factory, nodes):
     h = httpd_factory(gwe=True, modules=["proxy_wstunnel"])
     h.allow(r"GWB0105")
@@ -219,16 +206,3 @@ def test_route_mismatch_and_http_members_are_warned(httpd_factory, nodes):
     assert re.search(r"GWB0105: balancer://gwe-ws .* member "
                      r"http://127.0.0.1:%d/server is not ws://" % nodes[0].port,
                      log)
-
-
-@pytest.mark.parametrize("args, message", [
-    ('"balancer://gwe" "http://x"', "'http://x' is not a balancer URL"),
-    ('"balancer://gwe" "balancer://GWE/"',
-     "the WebSocket balancer must be another balancer"),
-])
-def test_bad_websocket_directive(httpd_factory, nodes, args, message):
-    h = httpd_factory(gwe=True, modules=["proxy_wstunnel"])
-    h.write_config(twin_balancers(nodes).replace(
-        '"balancer://gwe" "balancer://gwe-ws"', args))
-    rc, out = h.start_expect_failure()
-    assert rc != 0 and message in out

@@ -10,8 +10,9 @@ HTTP/2 and WebSocket.  Split by concern, as httpd's own pyhttpd is:
 - httpd: a private httpd (Httpd), its config, lifecycle and logs;
 - logs: the access log format, error_log rules, sanitizer reports;
 - clients: HTTP/1.1, h2c and WebSocket clients and their Response;
-- configs: balancer and balancer-manager config snippets;
+- configs: balancer, balancer-manager and metrics config snippets;
 - manager: BalancerManager, the balancer-manager driver;
+- prometheus: Debian's Prometheus scraping /metrics, and promtool;
 - shipped: conf/httpd-gwe-balancer.conf as a user runs it, plain and TLS;
 - load: the load generator of the fault and soak runs;
 - tls: a throwaway CA and a certificate it signed;
@@ -30,14 +31,16 @@ from .base import (APACHE2, MODULE_SO, MODULES_DIR, NODE_SCRIPT, PYTHON,
 from .clients import (HttpSession, Response, cometd_connect, cometd_handshake,
                       curl_get, h2c_get, http_get, http_request, raw_http,
                       ws_cometd_sessions, ws_node, ws_talk)
-from .configs import (PROXYPASS, balancer_block, balancer_manager_block,
-                      route_cookie, twin_balancers, worker_url)
+from .configs import (MANY_CHILDREN, PROXYPASS, balancer_block,
+                      balancer_manager_block, metrics_block, route_cookie,
+                      twin_balancers, worker_url)
 from .httpd import BASE_MODULES, Httpd
 from .load import LoadGenerator, Phase
 from .logs import (ACCESS_FIELDS, BAD_LEVEL, CONNECT_ERRORS, CRASH,
                    GLOBAL_ALLOWED, SANITIZER, parse_access_log,
                    sanitizer_block, sanitizer_preload, sanitizer_report_dir)
 from .manager import BalancerManager
+from .prometheus import Prometheus, missing_prometheus, run_promtool
 from .processes import (Node, become_subreaper, created_httpds, group_members,
                         pid_alive, reap_apache_zombies, stop_all)
 from .shipped import (SHIPPED_CONF, TLS_ENVIRONMENT_WARNINGS, ShippedHttpd,
@@ -55,14 +58,15 @@ __all__ = [
     "HttpSession", "Response", "cometd_connect", "cometd_handshake",
     "curl_get", "h2c_get", "http_get", "http_request", "raw_http",
     "ws_cometd_sessions", "ws_node", "ws_talk",
-    "PROXYPASS", "balancer_block", "balancer_manager_block", "route_cookie",
-    "twin_balancers", "worker_url",
+    "MANY_CHILDREN", "PROXYPASS", "balancer_block", "balancer_manager_block",
+    "metrics_block", "route_cookie", "twin_balancers", "worker_url",
     "BASE_MODULES", "Httpd",
     "LoadGenerator", "Phase",
     "ACCESS_FIELDS", "BAD_LEVEL", "CONNECT_ERRORS", "CRASH",
     "GLOBAL_ALLOWED", "SANITIZER", "parse_access_log", "sanitizer_block",
     "sanitizer_preload", "sanitizer_report_dir",
     "BalancerManager",
+    "Prometheus", "missing_prometheus", "run_promtool",
     "Node", "become_subreaper", "created_httpds", "group_members",
     "pid_alive", "reap_apache_zombies", "stop_all",
     "SHIPPED_CONF", "TLS_ENVIRONMENT_WARNINGS", "ShippedHttpd", "TlsHttpd",

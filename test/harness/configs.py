@@ -6,6 +6,14 @@ PROXYPASS = ('ProxyPass "/server" "balancer://gwe"\n'
              'ProxyPassReverse "/server" "balancer://gwe"\n')
 
 
+# Several children with few threads each (event or worker MPM), so that
+# concurrent requests really spread over processes: what is shared between
+# processes (counters, the GWB0204 minute) is then put to the test.
+MANY_CHILDREN = ("StartServers 3\nMinSpareThreads 4\nMaxSpareThreads 16\n"
+                 "ThreadsPerChild 4\nThreadLimit 4\nServerLimit 8\n"
+                 "MaxRequestWorkers 32\n")
+
+
 def route_cookie(node, name="GWROUTEID"):
     """The route cookie a node sets (NAME=.<node name>)."""
     return "%s=.%s" % (name, node.name)
@@ -62,5 +70,15 @@ def balancer_manager_block(path="/balancer-manager"):
     return ('<Location "%s">\n'
             '    ProxyPass "!"\n'
             '    SetHandler balancer-manager\n'
+            '    Require ip 127.0.0.1\n'
+            '</Location>\n' % path)
+
+
+def metrics_block(path="/metrics"):
+    """The Prometheus metrics (handler gwe-balancer-metrics) at path, for
+    127.0.0.1 only, never proxied (see balancer_manager_block())."""
+    return ('<Location "%s">\n'
+            '    ProxyPass "!"\n'
+            '    SetHandler gwe-balancer-metrics\n'
             '    Require ip 127.0.0.1\n'
             '</Location>\n' % path)

@@ -80,14 +80,16 @@ class Httpd:
 
     # -- configuration ------------------------------------------------------
 
-    def _load_lines(self, body, modules):
+    def _load_lines(self, body, modules, without=()):
         """LoadModule lines: MPM, base modules, extras, then the gwe module;
-        minus any module the body loads itself."""
+        minus any module the body loads itself, and those named in
+        without."""
         in_body = set(re.findall(r"^\s*LoadModule\s+(\S+)", body, re.M))
         wanted = ["mpm_" + self.mpm] + BASE_MODULES
         for name in list(self.modules) + list(modules or []):
             if name not in wanted:
                 wanted.append(name)
+        wanted = [name for name in wanted if name not in without]
         lines = []
         for name in wanted:
             ident = name + "_module"
@@ -99,7 +101,8 @@ class Httpd:
                          % self.module_path)
         return lines
 
-    def base_config(self, body="", extra_listen=None, modules=None):
+    def base_config(self, body="", extra_listen=None, modules=None,
+                    without=()):
         """The config written before the test's body."""
         root = self.root
         listens = ["Listen 127.0.0.1:%d" % self.port]
@@ -131,7 +134,7 @@ class Httpd:
         ]
         if os.geteuid() == 0:
             lines += ["User www-data", "Group www-data"]
-        lines += self._load_lines(body, modules)
+        lines += self._load_lines(body, modules, without)
         lines += [
             'LogFormat "%s" harness' % log_format,
             # The harness's own readiness probes stay out of the log.
@@ -157,13 +160,15 @@ class Httpd:
                 '    Require ip 127.0.0.1\n'
                 '</Location>\n' % self.READY_PATH)
 
-    def write_config(self, body, extra_listen=None, modules=None):
+    def write_config(self, body, extra_listen=None, modules=None,
+                     without=()):
         """Write conf/httpd.conf: the base config, then body.  extra_listen:
         more ports (int) or "addr:port" to listen on; modules: more module
-        names ("http2", "proxy_wstunnel"...) to load before the gwe module."""
+        names ("http2", "proxy_wstunnel"...) to load before the gwe module;
+        without: names of BASE_MODULES (or of modules) not to load."""
         self.extra_ports = [int(str(p).rsplit(":", 1)[-1])
                             for p in extra_listen or []]
-        text = (self.base_config(body, extra_listen, modules)
+        text = (self.base_config(body, extra_listen, modules, without)
                 + "\n# --- test body ---\n" + body
                 + "\n# --- end of test body ---\n" + self.tail_config())
         self.conf_path.write_text(text)
