@@ -358,22 +358,24 @@ static void gwb_note_decision(request_rec *r, proxy_balancer *balancer,
 
 #define GWB_UNKNOWN_WARN_SECONDS 60
 
+/* Keeps a route, cut to what a route= can hold (no route= can be longer,
+ * so a cut one is only shown, never compared with the members'). */
 static void gwb_remember_unknown(gwb_unknown_sample *u, const char *route,
                                  size_t len)
 {
+    size_t kept = len < PROXY_WORKER_MAX_ROUTE_SIZE
+                  ? len : PROXY_WORKER_MAX_ROUTE_SIZE - 1;
     int i;
 
-    if (len >= PROXY_WORKER_MAX_ROUTE_SIZE) {
-        len = PROXY_WORKER_MAX_ROUTE_SIZE - 1;
-    }
     for (i = 0; i < u->n; i++) {
-        if (gwb_route_equals(u->route[i], route, len)) {
+        if (u->len[i] == len && gwb_route_equals(u->route[i], route, kept)) {
             return;
         }
     }
     if (u->n < GWB_UNKNOWN_SAMPLES) {
-        memcpy(u->route[u->n], route, len);
-        u->route[u->n++][len] = '\0';
+        memcpy(u->route[u->n], route, kept);
+        u->route[u->n][kept] = '\0';
+        u->len[u->n++] = len;
     }
 }
 
@@ -391,29 +393,43 @@ static int gwb_unknown_warning_due(gwb_balancer_shm *shm, apr_time_t now)
     return apr_atomic_cas32(&shm->unknown_warned_at, sec, last) == last;
 }
 
-/* "'GWE_Node_2' (member route GWE_node_2 differs only in case), 'x'" */
+/* What to say of a route no member carries: a member route that differs
+ * only in case, or that the route was cut. */
+static const char *gwb_unknown_hint(const apr_array_header_t *workers,
+                                    const char *route, apr_size_t len,
+                                    apr_pool_t *p)
+{
+    int k;
+
+    if (len >= PROXY_WORKER_MAX_ROUTE_SIZE) {
+        return apr_psprintf(p, "... (%" APR_SIZE_T_FMT " bytes, longer than "
+                            "any route= can be)", len);
+    }
+    for (k = 0; k < workers->nelts; k++) {
+        const proxy_worker *w = APR_ARRAY_IDX(workers, k, proxy_worker *);
+
+        if (ap_cstr_casecmp(w->s->route, route) == 0) {
+            return apr_psprintf(p, " (member route %s differs only in case)",
+                                w->s->route);
+        }
+    }
+    return "";
+}
+
+/* "'GWE_Node_2' (member route GWE_node_2 differs only in case), 'x'": a
+ * cookie value holds no ',' (the parser splits there), so the list reads
+ * one way. */
 static const char *gwb_unknown_list(const gwb_balancer *rec, apr_pool_t *p)
 {
-    const apr_array_header_t *workers = rec->balancer->workers;
     const char *list = "";
-    int i, k;
+    int i;
 
     for (i = 0; i < rec->unknown.n; i++) {
-        const char *route = rec->unknown.route[i];
-        const char *hint = "";
-
-        for (k = 0; k < workers->nelts; k++) {
-            const proxy_worker *w = APR_ARRAY_IDX(workers, k,
-                                                  proxy_worker *);
-
-            if (ap_cstr_casecmp(w->s->route, route) == 0) {
-                hint = apr_psprintf(p, " (member route %s differs only in "
-                                    "case)", w->s->route);
-                break;
-            }
-        }
-        list = apr_psprintf(p, "%s%s'%s'%s", list, i ? ", " : "", route,
-                            hint);
+        list = apr_psprintf(p, "%s%s'%s'%s", list, i ? ", " : "",
+                            rec->unknown.route[i],
+                            gwb_unknown_hint(rec->balancer->workers,
+                                             rec->unknown.route[i],
+                                             rec->unknown.len[i], p));
     }
     return list;
 }

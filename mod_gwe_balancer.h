@@ -115,6 +115,7 @@ typedef struct {
 typedef struct {
     int n;
     char route[GWB_UNKNOWN_SAMPLES][PROXY_WORKER_MAX_ROUTE_SIZE];
+    apr_size_t len[GWB_UNKNOWN_SAMPLES];    /* as sent: longer if cut */
 } gwb_unknown_sample;
 
 /* Everything the module keeps for one balancer, found from it in O(1)

@@ -209,6 +209,13 @@ def test_route_longer_than_httpds_route_field(gwe, make_node):
                      cookie="GWROUTEID=." + "N" * length)
         assert r.status == 200
     assert last_entry(h, 7)["decision"] == "unknown-route"
+    # GWB0204 shows a route too long for route= as cut, and never likens
+    # it to the member whose route is its first 63 characters.
+    warning, = [line for line in h.error_log().splitlines()
+                if "GWB0204" in line]
+    assert "'%s'... (64 bytes, longer than any route= can be)" % ("N" * 63) \
+        in warning
+    assert "differs only in case" not in warning
 
 
 def test_other_lbmethod_as_fallback(gwe, nodes):
