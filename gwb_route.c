@@ -602,14 +602,16 @@ int gwb_hand_off_websocket(proxy_worker **worker, proxy_balancer **balancer,
     }
     *url = apr_pstrcat(r->pool, handoff->ws_url, path, NULL);
     gwb_count(handoff->http, NULL, GWB_C_HANDOFF);
+    gwb_tunnel_begin(r, handoff);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "GWB0203: WebSocket upgrade for %s handed to %s",
                   handoff->http_url, handoff->ws_url);
     return DECLINED;
 }
 
-/* Links each GWEBalancerWebSocket to its HTTP balancer's record, whose
- * counters count the handoffs (gwb_check_handoffs() has checked them). */
+/* Links each GWEBalancerWebSocket to its balancers' records: the HTTP
+ * balancer's counters count the handoffs, the WebSocket balancer's rows
+ * count the tunnels (gwb_check_handoffs() has checked them). */
 void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp)
 {
     server_rec *s;
@@ -626,9 +628,14 @@ void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp)
                                                gwb_ws_handoff);
             proxy_balancer *http = ap_proxy_get_balancer(ptemp, pconf,
                                                          h->http_url, 0);
+            proxy_balancer *ws = ap_proxy_get_balancer(ptemp, pconf,
+                                                       h->ws_url, 0);
 
             if (!h->http && http) {
                 h->http = gwb_balancer_of(http);
+            }
+            if (!h->ws && ws) {
+                h->ws = gwb_balancer_of(ws);
             }
         }
     }
