@@ -38,10 +38,16 @@
  * the list five times a second and logs one line per batch it closes.
  * Closing is apr_socket_shutdown() of the visitor's socket, never close():
  * the descriptor belongs to the thread serving the tunnel, and could be
- * reused.  The tunnel's poll loop reads EOF, passes it on to the node
- * (which closes its side), and the request ends as if the visitor had
- * left.  No WebSocket close frame: writing one from the watcher would race
- * the tunnel's own writes; CometD reconnects on any close.
+ * reused.  First its read side: the tunnel's poll loop reads EOF and ends
+ * (mod_proxy_wstunnel before 2.4.47), or passes the EOF on to the node,
+ * which closes, and then ends (ap_proxy_tunnel_run()); the visitor gets
+ * what the node still sent, then a FIN, and the request ends as if the
+ * visitor had left.  Shutting both sides at once would make httpd log an
+ * error (EPIPE) for every tunnel the node still wrote to.  A tunnel still
+ * open GWB_CLOSE_LINGER later (its node ignores the EOF) gets its write
+ * side shut down too, so that its visitor reconnects at once.  No
+ * WebSocket close frame: writing one from the watcher would race the
+ * tunnel's own writes; CometD reconnects on any close.
  *
  * Counting.  Open tunnels and closed ones per member live in a shared
  * memory segment made when httpd starts and kept across restarts
@@ -80,6 +86,8 @@ const char *const gwb_close_reason_names[GWB_N_CLOSE_REASONS] = {
 #define GWB_TUNNEL_ROWS 256
 /* How often the watcher looks: the grain of the spread. */
 #define GWB_WATCH_INTERVAL apr_time_from_msec(200)
+/* How long a closing tunnel may take to end by itself (see above). */
+#define GWB_CLOSE_LINGER apr_time_from_sec(2)
 /* Batches the watcher logs per look; more wait for the next look. */
 #define GWB_MAX_BATCHES 16
 #define GWB_RETAINED_KEY "mod_gwe_balancer-tunnels"
@@ -354,7 +362,7 @@ struct gwb_tunnel {
     apr_time_t unusable_since;  /* when its member was seen unusable */
     apr_time_t close_at;        /* 0: not scheduled */
     gwb_close_reason reason;
-    int closed;
+    int closed;                 /* 1: read side shut, 2: both */
 };
 
 /* The watcher and what it watches; lock is NULL when no directive is on
@@ -608,12 +616,19 @@ static void gwb_close_due(apr_time_t now)
     gwb_tunnel *t;
 
     GWB_EACH_TUNNEL(t) {
-        if (t->close_at && !t->closed && now >= t->close_at) {
-            apr_socket_shutdown(t->sock, APR_SHUTDOWN_READWRITE);
+        if (!t->close_at || now < t->close_at) {
+            continue;
+        }
+        if (!t->closed) {
+            apr_socket_shutdown(t->sock, APR_SHUTDOWN_READ);
             t->closed = 1;
             if (t->row >= 0 && gwb_book) {
                 gwb_counter_inc(&gwb_book->row[t->row].closed[t->reason]);
             }
+        }
+        else if (t->closed == 1 && now >= t->close_at + GWB_CLOSE_LINGER) {
+            apr_socket_shutdown(t->sock, APR_SHUTDOWN_WRITE);
+            t->closed = 2;
         }
     }
 }
