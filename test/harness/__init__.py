@@ -14,6 +14,7 @@ HTTP/2 and WebSocket.  Split by concern, as httpd's own pyhttpd is:
 - manager: BalancerManager, the balancer-manager driver;
 - shipped: conf/httpd-gwe-balancer.conf as a user runs it, plain and TLS;
 - load: the load generator of the fault and soak runs;
+- fleet: WebSocket visitors that reconnect with their cookie, as CometD;
 - tree: a scratch copy of the working tree.
 
 Every public name is here too: `import harness; harness.Httpd`.  Standard
@@ -31,6 +32,7 @@ from .clients import (HttpSession, Response, cometd_connect, cometd_handshake,
 from .configs import (PROXYPASS, balancer_block, balancer_manager_block,
                       route_cookie, twin_balancers, worker_url)
 from .httpd import BASE_MODULES, Httpd
+from .fleet import Tunnel, TunnelFleet
 from .load import LoadGenerator, Phase
 from .logs import (ACCESS_FIELDS, BAD_LEVEL, CONNECT_ERRORS, CRASH,
                    GLOBAL_ALLOWED, SANITIZER, parse_access_log,
@@ -52,6 +54,7 @@ __all__ = [
     "PROXYPASS", "balancer_block", "balancer_manager_block", "route_cookie",
     "twin_balancers", "worker_url",
     "BASE_MODULES", "Httpd",
+    "Tunnel", "TunnelFleet",
     "LoadGenerator", "Phase",
     "ACCESS_FIELDS", "BAD_LEVEL", "CONNECT_ERRORS", "CRASH",
     "GLOBAL_ALLOWED", "SANITIZER", "parse_access_log", "sanitizer_block",
