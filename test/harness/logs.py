@@ -115,9 +115,9 @@ def sanitizer_report_dir(root):
     """A new directory for the sanitizer reports of the httpd at root.
     Not under root: pytest's tmp dirs are 0700 root, and ASan opens its
     report file only when it has something to report, in a child that runs
-    as www-data.  Under $GWBSANITIZER_DIR (test/asan.sh makes one per run)
+    as www-data.  Under $GWB_SANITIZER_DIR (test/asan.sh makes one per run)
     or the system's temp dir; world-writable, as www-data writes there."""
-    base = Path(os.environ.get("GWBSANITIZER_DIR")
+    base = Path(os.environ.get("GWB_SANITIZER_DIR")
                 or Path(tempfile.gettempdir())
                 / ("gwb-sanitizer-%d" % os.geteuid()))
     base.mkdir(parents=True, exist_ok=True)
