@@ -215,28 +215,22 @@ static void gwb_assign_rows(gwb_tunnel_book *book, gwb_balancer *rec,
 }
 
 /* Gives every WebSocket balancer named by a GWEBalancerWebSocket its
- * rows. */
+ * rows (gwb_link_handoffs() has marked them). */
 apr_status_t gwb_tunnels_post_config(server_rec *main_s, apr_pool_t *pconf)
 {
+    const apr_array_header_t *all = gwb_all_balancers();
     apr_status_t rv;
-    server_rec *s;
     int i;
 
     if ((rv = gwb_book_create(main_s, &gwb_book)) != APR_SUCCESS) {
         gwb_book = NULL;
         return rv;
     }
-    for (s = main_s; s; s = s->next) {
-        const gwb_server_conf *conf =
-            ap_get_module_config(s->module_config, &gwe_balancer_module);
+    for (i = 0; all && i < all->nelts; i++) {
+        gwb_balancer *rec = APR_ARRAY_IDX(all, i, gwb_balancer *);
 
-        for (i = 0; conf->ws_handoffs && i < conf->ws_handoffs->nelts; i++) {
-            gwb_ws_handoff *h = &APR_ARRAY_IDX(conf->ws_handoffs, i,
-                                               gwb_ws_handoff);
-
-            if (h->ws && !h->ws->tunnel_rows) {
-                gwb_assign_rows(gwb_book, h->ws, main_s, pconf);
-            }
+        if (rec->takes_websockets) {
+            gwb_assign_rows(gwb_book, rec, main_s, pconf);
         }
     }
     return APR_SUCCESS;

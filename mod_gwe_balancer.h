@@ -139,8 +139,9 @@ struct gwb_balancer {
     gwb_counts *rows;           /* shm->rows */
     int member_rows;
     int shows_counters;         /* the first copy, which the pages show */
+    int takes_websockets;       /* a GWEBalancerWebSocket names it */
     /* A WebSocket balancer's rows of tunnel counts (gwb_tunnels.c), by
-     * member slot; -1: not counted (a member added at run time). */
+     * member position; -1: not counted (a member added at run time). */
     int *tunnel_rows;
     int tunnel_row_count;
     /* Per copy, guarded by the copy's lock, as the finder runs under it: */
@@ -191,6 +192,12 @@ GWB_INTERNAL extern const proxy_balancer_method gwb_method;
 
 GWB_INTERNAL int gwb_is_ours(const proxy_balancer *balancer);
 GWB_INTERNAL int gwb_route_init(void);
+/* The balancers a GWEBalancerWebSocket names, as server s defines them
+ * (NULL: not defined there). */
+GWB_INTERNAL void gwb_handoff_balancers(server_rec *s,
+                                        const gwb_ws_handoff *h,
+                                        apr_pool_t *p, proxy_balancer **http,
+                                        proxy_balancer **ws);
 GWB_INTERNAL void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp);
 GWB_INTERNAL int gwb_hand_off_websocket(proxy_worker **worker,
                                         proxy_balancer **balancer,
