@@ -17,8 +17,8 @@ from .base import HarnessError, wait_until
 class Tunnel:
     """One WebSocket connection of a visitor.  node: the X-GWE-Node of the
     101 (None if the upgrade failed, then error says why); reply: the
-    node's answer to "hello" (None until it came), talked: it was
-    "<node>:hello", as the demo node answers; closed_by: "server"
+    node's answer to "hello" (None until it came), talked: it was the
+    answer of the node that took the tunnel; closed_by: "server"
     (httpd or the node closed it), "client" (the visit ended), or None
     while open."""
 
@@ -56,18 +56,21 @@ class TunnelFleet:
 
     A visitor sends "hello" when its tunnel opens and every heartbeat
     seconds (CometD's /meta/connect does so, and keeps httpd's tunnel
-    timeout from closing an idle tunnel).  A visitor whose upgrade fails
+    timeout from closing an idle tunnel), and expects reply_format % node
+    back (the demo node's answer; bench/ws_backend.py's is "%s hello").
+    A visitor whose upgrade fails
     retries after retry_pause, as CometD does; each attempt is a Tunnel
     with .error set."""
 
     def __init__(self, port, path="/server/cometd", open_timeout=30,
-                 retry_pause=0.5, heartbeat=2.0):
+                 retry_pause=0.5, heartbeat=2.0, reply_format="%s:hello"):
         import websockets                   # python3-websockets
         self._websockets = websockets
         self.url = "ws://127.0.0.1:%d%s" % (port, path)
         self.open_timeout = open_timeout
         self.retry_pause = retry_pause
         self.heartbeat = heartbeat
+        self.reply_format = reply_format
         self.tunnels = []
         self._lock = threading.Lock()
         self._tasks = set()
@@ -238,7 +241,7 @@ class TunnelFleet:
             reply = None
         if tunnel.reply is None or tunnel.talked:
             tunnel.reply = reply
-            tunnel.talked = reply == "%s:hello" % tunnel.node
+            tunnel.talked = reply == self.reply_format % tunnel.node
 
     async def _closed_within(self, ws, seconds):
         try:
