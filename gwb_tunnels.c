@@ -15,8 +15,8 @@
  *   GWEBalancerTunnelRecycle GRACE SPREAD: once a process sees that its
  *     generation has ended (the scoreboard's running generation moved on),
  *     it waits GRACE, then closes its tunnels one by one, evenly spread
- *     over SPREAD (tunnel i of n at GRACE + i * SPREAD / n), so that
- *     thousands of clients do not reconnect in the same second; its
+ *     over SPREAD (see gwb_schedule()), so that thousands of clients do
+ *     not reconnect in the same second; its
  *     threads then return, and the MPM lets it exit.
  *   GWEBalancerTunnelEvict GRACE SPREAD: a tunnel whose member has been
  *     unusable for GRACE (stopped, disabled, failing its health check, or
@@ -522,19 +522,28 @@ static int gwb_in_batch(const gwb_tunnel *t, gwb_close_reason reason,
                && now >= t->unusable_since + gwb_watch.evict.grace);
 }
 
-/* Schedules a batch: tunnel i of n closes at now + i * spread / n. */
+/* Schedules a batch: tunnel i of n closes at now + (i + u) * spread / n,
+ * with u random in [0, 1) for the batch: evenly spread in this process.
+ * Each process spreads its own tunnels; the random offset spreads those
+ * of processes that hold few (one each, under prefork) too, instead of
+ * closing them all at once. */
 static int gwb_schedule(gwb_close_reason reason, const proxy_worker *member,
                         apr_time_t now, apr_interval_time_t spread)
 {
+    apr_interval_time_t offset;
     gwb_tunnel *t;
     int n = 0, i = 0;
 
     GWB_EACH_TUNNEL(t) {
         n += gwb_in_batch(t, reason, member, now);
     }
+    if (!n) {
+        return 0;
+    }
+    offset = spread / n * ap_random_pick(0, 999) / 1000;
     GWB_EACH_TUNNEL(t) {
         if (gwb_in_batch(t, reason, member, now)) {
-            t->close_at = now + spread * i++ / n;
+            t->close_at = now + offset + spread * i++ / n;
             t->reason = reason;
         }
     }

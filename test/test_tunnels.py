@@ -23,10 +23,12 @@ GRACE, SPREAD = 1, 3
 MARGIN = 15
 
 # Processes of 25 threads, and room for an old generation's beside a full
-# new one (README: size ServerLimit for it).
+# new one (README: size ServerLimit for it); prefork: a process a tunnel.
 MPM = ("StartServers 2\nMinSpareThreads 10\nMaxSpareThreads 200\n"
        "ThreadsPerChild 25\nThreadLimit 25\nServerLimit 32\n"
        "MaxRequestWorkers 400\n")
+PREFORK = ("StartServers 5\nMinSpareServers 5\nMaxSpareServers 40\n"
+           "ServerLimit 120\nMaxRequestWorkers 60\n")
 
 ADMIN = ('<Location "/metrics">\n'
          '    ProxyPass "!"\n'
@@ -55,7 +57,7 @@ def tunnels_httpd(httpd_factory):
                           modules=["proxy_wstunnel", "proxy_hcheck"])
         for rx in allow:
             h.allow(rx)
-        body = MPM + ADMIN
+        body = (PREFORK if mpm == "prefork" else MPM) + ADMIN
         body += "GWEBalancerTunnelRecycle %s\n" % recycle
         body += "GWEBalancerTunnelEvict %s\n" % evict
         if fallback_to_http is not None:
@@ -183,6 +185,24 @@ def test_restarts_under_churn_recycle_tunnels_to_their_nodes(
                           r"\d+: closing this process's \d+ WebSocket "
                           r"tunnels over 3 s", log)) >= restarts
     assert "GWB0302" not in log
+
+
+def test_processes_of_one_tunnel_each_spread_their_closes_too(
+        tunnels_httpd, fleets, nodes):
+    # Under prefork each process holds one tunnel, and spreads only its own:
+    # a random offset per process spreads them all the same.
+    h = tunnels_httpd(nodes[:2], evict="off", mpm="prefork")
+    fleet = fleets(h.port)
+    visitors = set(fleet.hold("GWE_Node_1", 10) + fleet.hold("GWE_Node_2", 10))
+    fleet.wait_open(len(visitors))
+    restarted_at = time.monotonic()
+    graceful_and_wait_for_old_generation(h)
+    closes = wait_until(lambda: recycled_since(fleet, visitors, restarted_at),
+                        10, what="the clients to see their tunnels closed")
+    assert sorted(t.visitor for t in closes) == sorted(visitors)
+    assert_spread(closes, "prefork restart")
+    fleet.wait_open(len(visitors))
+    assert_every_visitor_served(fleet.snapshot())
 
 
 def test_tunnels_count_across_generations_without_the_directives(
