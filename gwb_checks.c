@@ -235,18 +235,14 @@ static int gwb_check_handoffs(server_rec *s, apr_pool_t *ptemp)
 {
     gwb_server_conf *conf =
         ap_get_module_config(s->module_config, &gwe_balancer_module);
-    proxy_server_conf *pconf =
-        ap_get_module_config(s->module_config, &proxy_module);
     int i;
 
     for (i = 0; i < conf->ws_handoffs->nelts; i++) {
         gwb_ws_handoff *h = &APR_ARRAY_IDX(conf->ws_handoffs, i,
                                            gwb_ws_handoff);
-        proxy_balancer *http = ap_proxy_get_balancer(ptemp, pconf,
-                                                     h->http_url, 0);
-        proxy_balancer *ws = ap_proxy_get_balancer(ptemp, pconf,
-                                                   h->ws_url, 0);
+        proxy_balancer *http, *ws;
 
+        gwb_handoff_balancers(s, h, ptemp, &http, &ws);
         if (!ws) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                          "GWB0002: GWEBalancerWebSocket names %s, which is "

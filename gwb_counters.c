@@ -308,6 +308,48 @@ static void gwb_status_table(request_rec *r, const gwb_balancer *rec)
     ap_rputs("</table>\n", r);
 }
 
+/* WebSocket tunnels per member: open now (every process, old
+ * generations' included), closed by the module since httpd started.
+ * ?auto: "GWEBalancerTunnels gwe-ws GWE_Node_1 open: 12" and
+ * "... closed-recycle: 3", "... closed-evict: 0". */
+static void gwb_tunnel_status(request_rec *r, int flags)
+{
+    gwb_tunnel_count *c;
+    int n = gwb_tunnel_counts(r->pool, &c), i, k;
+
+    if (!n) {
+        return;
+    }
+    if (flags & AP_STATUS_SHORT) {
+        for (i = 0; i < n; i++) {
+            ap_rprintf(r, "GWEBalancerTunnels %s %s open: %" APR_UINT64_T_FMT
+                       "\n", c[i].balancer, c[i].member, c[i].open);
+            for (k = 0; k < GWB_N_CLOSE_REASONS; k++) {
+                ap_rprintf(r, "GWEBalancerTunnels %s %s closed-%s: %"
+                           APR_UINT64_T_FMT "\n", c[i].balancer,
+                           c[i].member, gwb_close_reason_names[k],
+                           c[i].closed[k]);
+            }
+        }
+        return;
+    }
+    ap_rputs("<h3>WebSocket tunnels: open now (every process, old "
+             "generations' too), closed by recycle and evict since httpd "
+             "started</h3>\n<table border=\"1\"><tr><th>balancer</th>"
+             "<th>member</th><th>open</th><th>closed-recycle</th>"
+             "<th>closed-evict</th></tr>\n", r);
+    for (i = 0; i < n; i++) {
+        ap_rprintf(r, "<tr><td>%s</td><td>%s</td><td>%" APR_UINT64_T_FMT
+                   "</td>", ap_escape_html(r->pool, c[i].balancer),
+                   ap_escape_html(r->pool, c[i].member), c[i].open);
+        for (k = 0; k < GWB_N_CLOSE_REASONS; k++) {
+            ap_rprintf(r, "<td>%" APR_UINT64_T_FMT "</td>", c[i].closed[k]);
+        }
+        ap_rputs("</tr>\n", r);
+    }
+    ap_rputs("</table>\n", r);
+}
+
 int gwb_status_hook(request_rec *r, int flags)
 {
     int i;
@@ -333,5 +375,6 @@ int gwb_status_hook(request_rec *r, int flags)
             gwb_status_table(r, rec);
         }
     }
+    gwb_tunnel_status(r, flags);
     return OK;
 }

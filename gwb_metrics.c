@@ -36,10 +36,8 @@ static const char *const gwb_state_names[GWB_N_STATES] = {
     "ok"
 };
 
-static gwb_state gwb_state_of(const proxy_worker *w)
+static gwb_state gwb_state_of(unsigned int status)
 {
-    unsigned int status = w->s->status;
-
     if (status & PROXY_WORKER_STOPPED) {
         return GWB_S_STOPPED;
     }
@@ -64,6 +62,11 @@ static gwb_state gwb_state_of(const proxy_worker *w)
         return GWB_S_STANDBY;
     }
     return GWB_S_OK;
+}
+
+const char *gwb_status_state(unsigned int status)
+{
+    return gwb_state_names[gwb_state_of(status)];
 }
 
 /* A label value as the format wants it: \, " and newline escaped. */
@@ -174,7 +177,7 @@ static void gwb_member_states(request_rec *r, const gwb_balancer *rec)
         const proxy_worker *w = APR_ARRAY_IDX(rec->balancer->workers, i,
                                               proxy_worker *);
         const char *route = gwb_member_label(r, w);
-        gwb_state state = gwb_state_of(w);
+        gwb_state state = gwb_state_of(w->s->status);
 
         for (k = 0; k < GWB_N_STATES; k++) {
             ap_rprintf(r, "gwe_balancer_member_state{balancer=\"%s\","
@@ -196,6 +199,35 @@ static void gwb_member_busy(request_rec *r, const gwb_balancer *rec)
         ap_rprintf(r, "gwe_balancer_member_busy{balancer=\"%s\","
                    "route=\"%s\"} %" APR_SIZE_T_FMT "\n", balancer,
                    gwb_member_label(r, w), w->s->busy);
+    }
+}
+
+static void gwb_tunnel_metrics(request_rec *r)
+{
+    gwb_tunnel_count *c;
+    int n = gwb_tunnel_counts(r->pool, &c), i, k;
+
+    gwb_family(r, "gwe_balancer_member_tunnels", "gauge",
+               "WebSocket tunnels open to the member, in every process "
+               "(old generations' too).");
+    for (i = 0; i < n; i++) {
+        ap_rprintf(r, "gwe_balancer_member_tunnels{balancer=\"%s\","
+                   "route=\"%s\"} %" APR_UINT64_T_FMT "\n",
+                   gwb_label(r->pool, c[i].balancer),
+                   gwb_label(r->pool, c[i].member), c[i].open);
+    }
+    gwb_family(r, "gwe_balancer_tunnels_closed_total", "counter",
+               "WebSocket tunnels the balancer closed since httpd started "
+               "(across graceful restarts): recycle "
+               "(GWEBalancerTunnelRecycle), evict (GWEBalancerTunnelEvict).");
+    for (i = 0; i < n; i++) {
+        for (k = 0; k < GWB_N_CLOSE_REASONS; k++) {
+            ap_rprintf(r, "gwe_balancer_tunnels_closed_total{balancer=\"%s\","
+                       "route=\"%s\",reason=\"%s\"} %" APR_UINT64_T_FMT
+                       "\n", gwb_label(r->pool, c[i].balancer),
+                       gwb_label(r->pool, c[i].member),
+                       gwb_close_reason_names[k], c[i].closed[k]);
+        }
     }
 }
 
@@ -241,6 +273,7 @@ static void gwb_write_metrics(request_rec *r)
     for (i = 0; i < shown->nelts; i++) {
         gwb_member_busy(r, APR_ARRAY_IDX(shown, i, gwb_balancer *));
     }
+    gwb_tunnel_metrics(r);
 }
 
 int gwb_metrics_handler(request_rec *r)

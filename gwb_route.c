@@ -619,14 +619,27 @@ int gwb_hand_off_websocket(proxy_worker **worker, proxy_balancer **balancer,
     }
     *url = apr_pstrcat(r->pool, handoff->ws_url, path, NULL);
     gwb_count(handoff->http, NULL, GWB_C_HANDOFF);
+    gwb_tunnel_begin(r, handoff);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "GWB0203: WebSocket upgrade for %s handed to %s",
                   handoff->http_url, handoff->ws_url);
     return DECLINED;
 }
 
-/* Links each GWEBalancerWebSocket to its HTTP balancer's record, whose
- * counters count the handoffs (gwb_check_handoffs() has checked them). */
+void gwb_handoff_balancers(server_rec *s, const gwb_ws_handoff *h,
+                           apr_pool_t *p, proxy_balancer **http,
+                           proxy_balancer **ws)
+{
+    proxy_server_conf *pconf =
+        ap_get_module_config(s->module_config, &proxy_module);
+
+    *http = ap_proxy_get_balancer(p, pconf, h->http_url, 0);
+    *ws = ap_proxy_get_balancer(p, pconf, h->ws_url, 0);
+}
+
+/* Links each GWEBalancerWebSocket to its balancers' records: the HTTP
+ * balancer's counters count the handoffs, the WebSocket balancer's rows
+ * count the tunnels (gwb_check_handoffs() has checked them). */
 void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp)
 {
     server_rec *s;
@@ -635,17 +648,18 @@ void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp)
     for (s = main_s; s; s = s->next) {
         const gwb_server_conf *conf =
             ap_get_module_config(s->module_config, &gwe_balancer_module);
-        proxy_server_conf *pconf =
-            ap_get_module_config(s->module_config, &proxy_module);
 
         for (i = 0; conf->ws_handoffs && i < conf->ws_handoffs->nelts; i++) {
             gwb_ws_handoff *h = &APR_ARRAY_IDX(conf->ws_handoffs, i,
                                                gwb_ws_handoff);
-            proxy_balancer *http = ap_proxy_get_balancer(ptemp, pconf,
-                                                         h->http_url, 0);
+            proxy_balancer *http, *ws;
 
+            gwb_handoff_balancers(s, h, ptemp, &http, &ws);
             if (!h->http && http) {
                 h->http = gwb_balancer_of(http);
+            }
+            if (!h->ws && ws && (h->ws = gwb_balancer_of(ws))) {
+                h->ws->takes_websockets = 1;
             }
         }
     }

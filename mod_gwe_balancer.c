@@ -8,7 +8,7 @@
  *
  * Build:   make -f Makefile.apxs
  *          (or: apxs -c mod_gwe_balancer.c gwb_route.c gwb_counters.c
- *                       gwb_metrics.c gwb_checks.c)
+ *                       gwb_metrics.c gwb_checks.c gwb_tunnels.c)
  * Use:     ProxySet lbmethod=gwesticky  in a <Proxy "balancer://..."> block
  *
  * How a member is chosen
@@ -56,7 +56,10 @@
  * (directives, server config, startup) and the hooks; gwb_cookie.h the
  * cookie parser; gwb_route.c the finder and the WebSocket handoff;
  * gwb_counters.c the balancer records, counters and server-status;
- * gwb_metrics.c the Prometheus metrics; gwb_checks.c the startup checks.
+ * gwb_metrics.c the Prometheus metrics; gwb_checks.c the startup checks;
+ * gwb_tunnels.c the WebSocket tunnels: counted, recycled after a graceful
+ * restart and evicted from unusable members (GWEBalancerTunnelRecycle,
+ * GWEBalancerTunnelEvict).
  */
 
 #include "ap_provider.h"
@@ -129,6 +132,12 @@ static int gwb_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     gwb_link_handoffs(s, ptemp);
+    if ((rv = gwb_tunnels_post_config(s, pconf)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "GWB0005: no shared memory for the WebSocket tunnel "
+                     "counts; check the system's shared memory limits");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     ap_add_version_component(pconf, "mod_gwe_balancer/" GWB_VERSION);
     /* NOTICE is logged whatever the LogLevel: one line per (re)start. */
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
@@ -275,6 +284,53 @@ static const char *gwb_set_websocket(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+/* A time as httpd's own timeouts take it: seconds by default, or with a
+ * unit (ms, s, min, h). */
+static const char *gwb_parse_interval(cmd_parms *cmd, const char *arg,
+                                      apr_interval_time_t *t)
+{
+    if (ap_timeout_parameter_parse(arg, t, "s") != APR_SUCCESS || *t < 0) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a time; write "
+                            "seconds (30 or 30s), milliseconds (500ms), "
+                            "minutes (2min) or hours (1h)", cmd->cmd->name,
+                            arg);
+    }
+    return NULL;
+}
+
+/* GWEBalancerTunnelRecycle and GWEBalancerTunnelEvict: "off", or GRACE
+ * SPREAD.  cmd->info is the policy's offset in gwb_server_conf. */
+static const char *gwb_set_tunnel_policy(cmd_parms *cmd, void *dummy,
+                                         const char *grace,
+                                         const char *spread)
+{
+    gwb_server_conf *conf =
+        ap_get_module_config(cmd->server->module_config,
+                             &gwe_balancer_module);
+    gwb_tunnel_policy *policy =
+        (gwb_tunnel_policy *)((char *)conf + (apr_size_t)cmd->info);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    if (err) {
+        return err;
+    }
+    if (!spread) {
+        if (ap_cstr_casecmp(grace, "off") != 0) {
+            return apr_psprintf(cmd->pool, "%s: takes GRACE SPREAD (two "
+                                "times, e.g. 60s 120s) or off",
+                                cmd->cmd->name);
+        }
+        policy->on = 0;
+        return NULL;
+    }
+    if ((err = gwb_parse_interval(cmd, grace, &policy->grace))
+        || (err = gwb_parse_interval(cmd, spread, &policy->spread))) {
+        return err;
+    }
+    policy->on = 1;
+    return NULL;
+}
+
 static const command_rec gwb_cmds[] = {
     AP_INIT_ITERATE("GWEBalancerCookie", gwb_set_cookie, NULL, RSRC_CONF,
                     "Names of the cookies that carry a GWE route, in order "
@@ -285,6 +341,18 @@ static const command_rec gwb_cmds[] = {
     AP_INIT_TAKE2("GWEBalancerWebSocket", gwb_set_websocket, NULL, RSRC_CONF,
                   "An HTTP balancer and the balancer of ws:// members that "
                   "takes its WebSocket upgrades"),
+    AP_INIT_TAKE12("GWEBalancerTunnelRecycle", gwb_set_tunnel_policy,
+                   (void *)APR_OFFSETOF(gwb_server_conf, recycle), RSRC_CONF,
+                   "After a graceful restart, a process of the old "
+                   "generation closes its WebSocket tunnels GRACE after "
+                   "the restart, spread over SPREAD, and exits; or off "
+                   "(the default)"),
+    AP_INIT_TAKE12("GWEBalancerTunnelEvict", gwb_set_tunnel_policy,
+                   (void *)APR_OFFSETOF(gwb_server_conf, evict), RSRC_CONF,
+                   "WebSocket tunnels of a member unusable for GRACE "
+                   "(disabled, stopped, in error, failing its health check; "
+                   "not draining) are closed, spread over SPREAD; or off "
+                   "(the default)"),
     { NULL }
 };
 
@@ -299,6 +367,11 @@ static void gwb_register_hooks(apr_pool_t *p)
     ap_hook_post_config(gwb_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     proxy_hook_pre_request(gwb_hand_off_websocket, NULL, before_balancer,
                            APR_HOOK_FIRST);
+    /* Before mod_proxy_wstunnel's and mod_proxy_http's (APR_HOOK_FIRST):
+     * it declines, having noted which member the tunnel goes to. */
+    proxy_hook_scheme_handler(gwb_track_tunnel, NULL, NULL,
+                              APR_HOOK_REALLY_FIRST);
+    ap_hook_child_init(gwb_tunnels_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(gwb_metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, gwb_status_hook, NULL, NULL,
                       APR_HOOK_MIDDLE);

@@ -47,13 +47,25 @@ typedef struct {
     const char *http_host;  /* "gwe": what a request URL is matched on */
     const char *ws_url;     /* "balancer://gwe-ws" */
     gwb_balancer *http;     /* the HTTP balancer's record, set at startup */
+    gwb_balancer *ws;       /* the WebSocket balancer's record, likewise */
 } gwb_ws_handoff;
+
+/* GWEBalancerTunnelRecycle and GWEBalancerTunnelEvict: close tunnels
+ * after grace, spread evenly over spread (gwb_tunnels.c). */
+typedef struct {
+    int on;
+    apr_interval_time_t grace;
+    apr_interval_time_t spread;
+} gwb_tunnel_policy;
 
 typedef struct {
     apr_array_header_t *cookie_names;   /* of gwb_name; NULL: inherit */
     const proxy_balancer_method *fallback; /* NULL: weighted least busy */
     int fallback_set;
     apr_array_header_t *ws_handoffs;    /* of gwb_ws_handoff; NULL: inherit */
+    /* Main server only: */
+    gwb_tunnel_policy recycle;          /* after a graceful restart */
+    gwb_tunnel_policy evict;            /* when a member becomes unusable */
 } gwb_server_conf;
 
 /* ------------------------------------------------------------------------
@@ -128,6 +140,11 @@ struct gwb_balancer {
     gwb_counts *rows;           /* shm->rows */
     int member_rows;
     int shows_counters;         /* the first copy, which the pages show */
+    int takes_websockets;       /* a GWEBalancerWebSocket names it */
+    /* A WebSocket balancer's rows of tunnel counts (gwb_tunnels.c), by
+     * member position; -1: not counted (a member added at run time). */
+    int *tunnel_rows;
+    int tunnel_row_count;
     /* Per copy, guarded by the copy's lock, as the finder runs under it: */
     gwb_route_index index;
     gwb_unknown_sample unknown;
@@ -176,6 +193,12 @@ GWB_INTERNAL extern const proxy_balancer_method gwb_method;
 
 GWB_INTERNAL int gwb_is_ours(const proxy_balancer *balancer);
 GWB_INTERNAL int gwb_route_init(void);
+/* The balancers a GWEBalancerWebSocket names, as server s defines them
+ * (NULL: not defined there). */
+GWB_INTERNAL void gwb_handoff_balancers(server_rec *s,
+                                        const gwb_ws_handoff *h,
+                                        apr_pool_t *p, proxy_balancer **http,
+                                        proxy_balancer **ws);
 GWB_INTERNAL void gwb_link_handoffs(server_rec *main_s, apr_pool_t *ptemp);
 GWB_INTERNAL int gwb_hand_off_websocket(proxy_worker **worker,
                                         proxy_balancer **balancer,
@@ -184,10 +207,47 @@ GWB_INTERNAL int gwb_hand_off_websocket(proxy_worker **worker,
                                         char **url);
 
 /* ------------------------------------------------------------------------
+ * WebSocket tunnels: counted, recycled and evicted (gwb_tunnels.c).
+ * ------------------------------------------------------------------------ */
+
+/* Why the module closed a tunnel. */
+typedef enum {
+    GWB_CLOSE_RECYCLE, GWB_CLOSE_EVICT, GWB_N_CLOSE_REASONS
+} gwb_close_reason;
+
+GWB_INTERNAL extern const char *const gwb_close_reason_names[];
+
+/* A WebSocket balancer member's tunnels, over every process and
+ * generation. */
+typedef struct {
+    const char *balancer;       /* "gwe-ws" */
+    const char *member;         /* its route, else its URL */
+    apr_uint64_t open;
+    apr_uint64_t closed[GWB_N_CLOSE_REASONS];   /* since httpd started */
+} gwb_tunnel_count;
+
+GWB_INTERNAL apr_status_t gwb_tunnels_post_config(server_rec *main_s,
+                                                  apr_pool_t *pconf);
+GWB_INTERNAL void gwb_tunnels_child_init(apr_pool_t *pchild, server_rec *s);
+/* The handoff's part: the request is a WebSocket for handoff->ws. */
+GWB_INTERNAL void gwb_tunnel_begin(request_rec *r,
+                                   const gwb_ws_handoff *handoff);
+GWB_INTERNAL int gwb_track_tunnel(request_rec *r, proxy_worker *worker,
+                                  proxy_server_conf *conf, char *url,
+                                  const char *proxyhost,
+                                  apr_port_t proxyport);
+/* Every member row, in the order rows were made; returns how many. */
+GWB_INTERNAL int gwb_tunnel_counts(apr_pool_t *p, gwb_tunnel_count **counts);
+
+/* ------------------------------------------------------------------------
  * Prometheus metrics (gwb_metrics.c).
  * ------------------------------------------------------------------------ */
 
 GWB_INTERNAL int gwb_metrics_handler(request_rec *r);
+/* The state a member's status bits give, the first that applies:
+ * "stopped", "disabled", "error", "hcheck_failed", "draining", "standby",
+ * "ok". */
+GWB_INTERNAL const char *gwb_status_state(unsigned int status);
 
 /* ------------------------------------------------------------------------
  * Startup checks (gwb_checks.c).

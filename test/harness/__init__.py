@@ -17,6 +17,7 @@ HTTP/2 and WebSocket.  Split by concern, as httpd's own pyhttpd is:
 - load: the load generator of the fault and soak runs;
 - tls: a throwaway CA and a certificate it signed;
 - browser: Chromium's tools, test/browser's npm packages, a trusting HOME;
+- fleet: WebSocket visitors that reconnect with their cookie, as CometD;
 - tree: a scratch copy of the working tree.
 
 Every public name is here too: `import harness; harness.Httpd`.  Standard
@@ -35,6 +36,7 @@ from .configs import (MANY_CHILDREN, PROXYPASS, balancer_block,
                       balancer_manager_block, metrics_block, route_cookie,
                       twin_balancers, worker_url)
 from .httpd import BASE_MODULES, Httpd
+from .fleet import Tunnel, TunnelFleet
 from .load import LoadGenerator, Phase
 from .logs import (ACCESS_FIELDS, BAD_LEVEL, CONNECT_ERRORS, CRASH,
                    GLOBAL_ALLOWED, SANITIZER, parse_access_log,
@@ -61,6 +63,7 @@ __all__ = [
     "MANY_CHILDREN", "PROXYPASS", "balancer_block", "balancer_manager_block",
     "metrics_block", "route_cookie", "twin_balancers", "worker_url",
     "BASE_MODULES", "Httpd",
+    "Tunnel", "TunnelFleet",
     "LoadGenerator", "Phase",
     "ACCESS_FIELDS", "BAD_LEVEL", "CONNECT_ERRORS", "CRASH",
     "GLOBAL_ALLOWED", "SANITIZER", "parse_access_log", "sanitizer_block",

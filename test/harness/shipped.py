@@ -52,7 +52,9 @@ class ShippedHttpd(Httpd):
     edits (the node block) and this machine's paths come as -C "Define"s,
     which the file's defaults give way to.  .defines: NAME -> value (None:
     "Define NAME" alone, for <IfDefine NAME>); .directives: more -C
-    directives, given before the Defines (e.g. another Listen)."""
+    directives, given before the Defines (e.g. another Listen);
+    .overrides: -c directives, read after the file, so that they replace
+    its settings (e.g. shorter GWEBalancerTunnelRecycle times)."""
 
     # The shipped config answers only /server (and balancer-manager), so
     # readiness is a node's isAlive through the balancer.
@@ -67,6 +69,7 @@ class ShippedHttpd(Httpd):
     def __init__(self, root, module_so, nodes):
         super().__init__(root)
         self.directives = []
+        self.overrides = []
         self.defines = shipped_defines(self.root, self.port, module_so,
                                        nodes)
 
@@ -78,6 +81,8 @@ class ShippedHttpd(Httpd):
         for name, value in self.defines.items():
             cmd += ["-C", "Define %s" % name if value is None
                     else "Define %s %s" % (name, value)]
+        for directive in self.overrides:
+            cmd += ["-c", directive]
         return cmd + list(args)
 
     def decisions(self):
