@@ -9,7 +9,7 @@ results go to test/README.md.
         [--churn 300] [--restarts 20] [--interval 45] [--recycle "5s 30s"]
 
 It builds nothing: run `make -f Makefile.apxs` first (or set GWB_MODULE).
-Two nodes (bench/ws_backend.py, which holds thousands of WebSockets
+Two nodes (bench/node.py, which holds thousands of WebSockets
 without a thread each), httpd with the shipped file and only
 GWEBalancerTunnelRecycle replaced (-c, after the file: the shipped 60s
 120s would make 20 restarts take an hour), on free 127.0.0.1 ports.
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness                                              # noqa: E402
 from harness import Node, ShippedHttpd, TunnelFleet, http_get  # noqa: E402
 
-BACKEND = harness.REPO_DIR / "bench" / "ws_backend.py"
+BACKEND = harness.REPO_DIR / "bench" / "node.py"
 MARGIN = 30
 
 

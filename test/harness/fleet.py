@@ -57,7 +57,7 @@ class TunnelFleet:
     A visitor sends "hello" when its tunnel opens and every heartbeat
     seconds (CometD's /meta/connect does so, and keeps httpd's tunnel
     timeout from closing an idle tunnel), and expects reply_format % node
-    back (the demo node's answer; bench/ws_backend.py's is "%s hello").
+    back (the demo node's answer; bench/node.py's is "%s hello").
     A visitor whose upgrade fails
     retries after retry_pause, as CometD does; each attempt is a Tunnel
     with .error set."""
