@@ -56,13 +56,15 @@ def test_instances_agree_on_every_route(two):
 
 
 def test_new_visitors_are_placed_by_each_instance(two):
-    """No route: each instance spreads visitors by its own state (here,
-    both round robin over two idle nodes).  Only the spread is asserted,
-    not which node a given visitor gets."""
+    """No route: each instance spreads visitors by its own state: the
+    least busy node, round robin among equals.  Only that both nodes get
+    new visitors is asserted, not how many each: a member stays busy
+    until httpd has finished the request after answering, so on a slow
+    run the next visitor may find the last one's node still busy."""
     balancers, nodes = two
     for h in balancers:
         got = [http_get(h.port, "/server/about").node for _ in range(4)]
-        assert sorted(got) == ["GWE_Node_1"] * 2 + ["GWE_Node_2"] * 2
+        assert set(got) == {"GWE_Node_1", "GWE_Node_2"}
 
 
 def test_a_session_survives_switching_instances(two):
