@@ -34,7 +34,7 @@ stop_demo() {
 }
 
 wait_for_port() {  # a readiness check: a node answers there, or through it
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do  # 30 s: a loaded machine starts Python slowly
         curl -sf -o /dev/null "http://127.0.0.1:$1/server/isAlive" && return 0
         sleep 0.1
     done
