@@ -20,7 +20,7 @@ their routing cookie and an X-GWE-Node header.  wrk sends the same GET
      leastconn, the node's GWROUTEID cookie read, keep-alive both sides,
      one thread per core
 
-Rounds interleave the setups (a b c ... h, h ... c b a, ...) at each
+Rounds interleave the setups (a b c ... i, i ... c b a, ...) at each
 concurrency level, so that drift on the machine hits all alike, each round
 with freshly started balancers.  Per run:
 requests/s, p50/p99 latency, the balancer's CPU time per request (user +
