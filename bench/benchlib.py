@@ -31,6 +31,7 @@ from finder_callgrind import Dump  # noqa: E402
 
 PYTHON = harness.PYTHON
 NGINX = "/usr/sbin/nginx"
+HAPROXY = "/usr/sbin/haproxy"
 VALGRIND = "/usr/bin/valgrind"
 NODE_SCRIPT = BENCH_DIR / "node.py"
 # Open files for every process here (a WebSocket tunnel holds 2 sockets in
@@ -38,7 +39,8 @@ NODE_SCRIPT = BENCH_DIR / "node.py"
 NOFILE = 1 << 17
 # Debian package of each tool, for require().
 PACKAGES = {harness.APACHE2: "apache2-bin", NGINX: "nginx-light",
-            VALGRIND: "valgrind", "/usr/bin/wrk": "wrk"}
+            HAPROXY: "haproxy", VALGRIND: "valgrind", "/usr/bin/wrk": "wrk",
+            "/usr/bin/strace": "strace"}
 
 
 class BenchError(Exception):
@@ -220,27 +222,45 @@ def node(name, work_dir):
                   port, Path(work_dir) / ("%s.log" % name))
 
 
-def nginx(name, template, prefix, **values):
-    """nginx running bench/nginx/<template> under prefix, in the
-    foreground, its @KEY@s filled with values and @PORT@ (a free port) and
-    @PREFIX@."""
-    prefix = Path(prefix)
-    prefix.mkdir(parents=True, exist_ok=True)
+def filled_config(template, conf, prefix, **values):
+    """Write bench/<template> to conf with its @KEY@s filled with values
+    and @PORT@ (a free port) and @PREFIX@; returns the port."""
+    Path(prefix).mkdir(parents=True, exist_ok=True)
     port = harness.free_port()
-    text = (BENCH_DIR / "nginx" / template).read_text()
+    text = (BENCH_DIR / template).read_text()
     for key, value in dict(values, PORT=port, PREFIX=prefix).items():
         text = text.replace("@%s@" % key, str(value))
     unfilled = re.findall(r"@[A-Z][A-Z0-9_]*@", re.sub(r"#.*", "", text))
     if unfilled:
         raise BenchError("%s: unfilled %s" % (template, " ".join(unfilled)))
+    Path(conf).write_text(text)
+    return port
+
+
+def nginx(name, template, prefix, **values):
+    """nginx running bench/nginx/<template> under prefix, in the
+    foreground (see filled_config() for the template)."""
+    prefix = Path(prefix)
     conf = prefix / "nginx.conf"
-    conf.write_text(text)
+    port = filled_config("nginx/" + template, conf, prefix, **values)
     # -e: nginx's own log before the config's error_log applies (the
     # compiled-in default is the system's /var/log/nginx).
     error_log = prefix / "error.log"
     return Server(name, [NGINX, "-p", prefix, "-c", conf, "-q",
                          "-e", error_log, "-g", "daemon off;"],
                   port, prefix / "nginx.out", error_log)
+
+
+def haproxy(name, template, prefix, **values):
+    """HAProxy running bench/haproxy/<template> under prefix, in the
+    foreground (-db: one process, its threads), @THREADS@ one per core;
+    its log, on its stdout, in prefix/haproxy.out."""
+    prefix = Path(prefix)
+    conf = prefix / "haproxy.cfg"
+    port = filled_config("haproxy/" + template, conf, prefix,
+                         THREADS=os.cpu_count(), **values)
+    return Server(name, [HAPROXY, "-db", "-f", conf], port,
+                  prefix / "haproxy.out")
 
 
 # ---------------------------------------------------------------------------

@@ -16,32 +16,45 @@ their routing cookie and an X-GWE-Node header.  wrk sends the same GET
   h  gwesticky again: a second, identical instance of a.  a/h is what
      noise alone makes of two identical setups on this machine, the
      resolution every other ratio is read against.
+  i  HAProxy as its users write it for GWE (bench/haproxy/http.cfg):
+     leastconn, the node's GWROUTEID cookie read, keep-alive both sides,
+     one thread per core
 
-Rounds interleave the setups (a b c ... h, h ... c b a, ...) at each
+Rounds interleave the setups (a b c ... i, i ... c b a, ...) at each
 concurrency level, so that drift on the machine hits all alike, each round
 with freshly started balancers.  Per run:
 requests/s, p50/p99 latency, the balancer's CPU time per request (user +
-system of all its processes, from /proc), errors, and the routing check:
-answers not from node 2 (wrk/route_check.lua).  Per round the ratios a/b,
-a/c, a/d, a/e, a/f, a/h; the report gives their medians and the middle
-half of the rounds (quartiles).
+system of all its processes, from /proc), its context switches per
+request (voluntary: a thread waited; involuntary: it was preempted; summed
+over the threads in /proc/PID/task/*/status), errors, and the routing
+check: answers not from node 2 (wrk/route_check.lua).  Per round the
+ratios a/b, a/c, a/d, a/e, a/f, a/h, a/i; the report gives their medians
+and the middle half of the rounds (quartiles).
+
+After the rounds, one short sample per balancer and concurrency under
+strace -c -f (--syscalls SECONDS, 0 for none): system calls per request.
+strace slows the balancer down several times, so these samples are apart
+from the timed rounds and give counts, not speeds.
 
 Extra httpd setups for tuning experiments: --variant NAME='DIRECTIVE;...'
 runs the shipped config with those directives appended to it (so that
 they override it), e.g.
     --variant ka100='MaxKeepAliveRequests 100'
 
-The nodes and the nginx setups run in the foreground (benchlib.nginx());
+The nodes and the nginx and HAProxy setups run in the foreground
+(benchlib.nginx(), benchlib.haproxy());
 the httpd setups are the test harness's harness.ShippedHttpd, the shipped
 file as a user runs it, or an edited copy of it.
 
-Needs (Debian): apache2, apache2-dev, nginx-light, wrk.  Run by bench/run.
+Needs (Debian): apache2, apache2-dev, nginx-light, haproxy, wrk, strace.
+Run by bench/run.
 """
 
 import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +65,7 @@ import benchlib
 from benchlib import BENCH_DIR, BenchError, harness
 
 WRK = "/usr/bin/wrk"
+STRACE = "/usr/bin/strace"
 COOKIE_NODE = "GWE_Node_2"
 URL_PATH = "/server/about"
 
@@ -64,8 +78,9 @@ SETUPS = {
     "f": "nginx, sample logic + upstream keepalive",
     "g": "node directly",
     "h": "gwesticky again (identical to a: the noise)",
+    "i": "HAProxy, leastconn + cookie GWROUTEID",
 }
-RATIOS = ["b", "c", "d", "e", "f", "h"]
+RATIOS = ["b", "c", "d", "e", "f", "h", "i"]
 
 
 # ---------------------------------------------------------------------------
@@ -154,21 +169,25 @@ def measure(server, connections, seconds, warmup):
     if warmup:
         run_wrk(server.port, connections, warmup)
     user0, sys0 = balancer_cpu(server)
+    vol0, invol0 = context_switches(server)
     res = run_wrk(server.port, connections, seconds)
     user1, sys1 = balancer_cpu(server)
+    vol1, invol1 = context_switches(server)
     secs = res["duration_us"] / 1e6
     errors = sum(res[k] for k in ("connect_errors", "read_errors",
                                   "write_errors", "status_errors",
                                   "timeouts"))
-    per_req = (lambda t: t * 1e6 / res["requests"]) if res["requests"] \
-        else (lambda t: None)
+    per_req = (lambda n: n / res["requests"]) if res["requests"] \
+        else (lambda n: None)
     return {
         "rps": res["requests"] / secs,
         "p50_ms": res["p50_us"] / 1000.0,
         "p99_ms": res["p99_us"] / 1000.0,
-        "cpu_us_per_req": per_req(user1 - user0 + sys1 - sys0),
-        "user_us_per_req": per_req(user1 - user0),
-        "sys_us_per_req": per_req(sys1 - sys0),
+        "cpu_us_per_req": per_req((user1 - user0 + sys1 - sys0) * 1e6),
+        "user_us_per_req": per_req((user1 - user0) * 1e6),
+        "sys_us_per_req": per_req((sys1 - sys0) * 1e6),
+        "vol_cs_per_req": per_req(vol1 - vol0),
+        "invol_cs_per_req": per_req(invol1 - invol0),
         "requests": res["requests"],
         "errors": errors,
         "misrouted": res["misrouted"],
@@ -178,6 +197,82 @@ def measure(server, connections, seconds, warmup):
 def balancer_cpu(server):
     """(user, system) CPU seconds of the setup's balancer so far."""
     return benchlib.cpu_seconds(server.pid) if server.pid else (0.0, 0.0)
+
+
+def context_switches(server):
+    """(voluntary, involuntary) context switches of the setup's balancer
+    so far, summed over the threads of its processes.  Threads that exited
+    take theirs with them (/proc keeps no total for them): httpd's stay
+    for as long as their process, and none ends during a run."""
+    total = [0, 0]
+    pids = benchlib.process_tree(server.pid) if server.pid else []
+    for status in thread_statuses(pids):
+        for i, key in enumerate(("voluntary", "nonvoluntary")):
+            total[i] += int(re.search(r"^%s_ctxt_switches:\s*(\d+)" % key,
+                                      status, re.M).group(1))
+    return tuple(total)
+
+
+def thread_statuses(pids):
+    """/proc/PID/task/TID/status of every thread of pids still there."""
+    for pid in pids:
+        try:
+            threads = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in threads:
+            try:
+                with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                    yield f.read()
+            except OSError:
+                continue
+
+
+# ---------------------------------------------------------------------------
+# System calls, apart from the timed rounds
+# ---------------------------------------------------------------------------
+
+def syscall_sample(server, connections, seconds, out_path):
+    """System calls per request of the balancer's processes under load:
+    {"total": n, name: n, ...}, from strace -c -f attached to every
+    process (and so every thread) for one wrk run."""
+    pids = benchlib.process_tree(server.pid)
+    cmd = [STRACE, "-c", "-f", "-U", "name,calls", "-o", str(out_path)]
+    for pid in pids:
+        cmd += ["-p", str(pid)]
+    strace = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        harness.wait_until(lambda: all_traced(pids), 60,
+                           what="strace to attach to %s" % server)
+        res = run_wrk(server.port, connections, seconds)
+    finally:
+        # SIGINT: strace detaches and writes its summary.
+        strace.send_signal(signal.SIGINT)
+        strace.wait(120)
+    calls = strace_counts(Path(out_path).read_text())
+    if not res["requests"]:
+        raise BenchError("no requests in the strace sample of %s" % server)
+    return {name: n / res["requests"] for name, n in calls.items()}
+
+
+def all_traced(pids):
+    """Whether strace has attached to every thread of pids."""
+    return not any(re.search(r"^TracerPid:\s*0$", status, re.M)
+                   for status in thread_statuses(pids))
+
+
+def strace_counts(text):
+    """{syscall: calls, ..., "total": calls} from strace -c -U name,calls."""
+    counts = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[1].isdigit():
+            counts[words[0]] = int(words[1])
+    if "total" not in counts:
+        raise BenchError("no strace summary in:\n" + text)
+    return counts
 
 
 # ---------------------------------------------------------------------------
@@ -208,22 +303,29 @@ def report(results, names, concurrencies, out=sys.stdout):
         out.write("\n### %d connections (median of %d rounds)\n\n"
                   % (conc, len(runs["a"])))
         out.write("| setup | req/s | p50 ms | p99 ms | LB CPU µs/req "
-                  "(user + sys) | errors | misrouted / answered |\n"
-                  "|---|---:|---:|---:|---:|---:|---:|\n")
+                  "(user + sys) | LB context switches/req (voluntary + "
+                  "involuntary) | errors | misrouted / answered |\n"
+                  "|---|---:|---:|---:|---:|---:|---:|---:|\n")
         for key in names:
             rounds = runs[key]
-            cpu = "-"
+            cpu = switches = "-"
             if key != "g":
                 cpu = "%s (%s + %s)" % tuple(
                     fmt(median(r[k] for r in rounds), ".1f")
                     for k in ("cpu_us_per_req", "user_us_per_req",
                               "sys_us_per_req"))
-            out.write("| %s %s | %s | %s | %s | %s | %d | %d / %d |\n" % (
+                vol, invol = (median(r.get(k) for r in rounds)
+                              for k in ("vol_cs_per_req", "invol_cs_per_req"))
+                if vol is not None and invol is not None:
+                    switches = "%.2f (%.2f + %.2f)" % (vol + invol, vol,
+                                                       invol)
+            out.write("| %s %s | %s | %s | %s | %s | %s | %d | %d / %d |\n"
+                      % (
                 key, names[key],
                 fmt(median(r["rps"] for r in rounds), ".0f"),
                 fmt(median(r["p50_ms"] for r in rounds), ".2f"),
                 fmt(median(r["p99_ms"] for r in rounds), ".2f"),
-                cpu,
+                cpu, switches,
                 sum(r["errors"] for r in rounds),
                 sum(r["misrouted"] for r in rounds),
                 sum(r["requests"] for r in rounds)))
@@ -241,6 +343,21 @@ def report(results, names, concurrencies, out=sys.stdout):
                 statistics.median(ratios), middle_half(ratios)))
 
 
+def report_syscalls(samples, names, seconds, out=sys.stdout, shown=6):
+    """The strace samples: system calls per request, the most frequent."""
+    out.write("\n### System calls per request (strace -c -f, one %d s "
+              "sample per balancer, apart from the timed rounds)\n\n"
+              "| setup | connections | calls/req | the most frequent "
+              "(per request) |\n|---|---:|---:|---|\n" % seconds)
+    for conc, by_setup in samples.items():
+        for key, calls in by_setup.items():
+            top = sorted((n, name) for name, n in calls.items()
+                         if name != "total")[::-1][:shown]
+            out.write("| %s %s | %s | %.1f | %s |\n" % (
+                key, names[key], conc, calls["total"],
+                ", ".join("%s %.2f" % (name, n) for n, name in top)))
+
+
 # ---------------------------------------------------------------------------
 
 def parse_args():
@@ -252,9 +369,12 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--connections", default="32,256",
                    help="concurrency levels, comma-separated")
-    p.add_argument("--setups", default="abcdefgh")
+    p.add_argument("--setups", default="abcdefghi")
     p.add_argument("--variant", action="append", default=[],
                    metavar="NAME='DIRECTIVE;...'")
+    p.add_argument("--syscalls", type=int, default=3, metavar="SECONDS",
+                   help="after the rounds, a sample this long per balancer "
+                   "and concurrency under strace -c (0: none; default 3)")
     p.add_argument("--json", help="write all runs to this file")
     p.add_argument("--keep", action="store_true",
                    help="keep the work directory (logs, configs)")
@@ -279,6 +399,10 @@ def build_setups(args, work, nodes):
                 **nginx_values)
         elif key == "g":
             servers[key] = Direct(nodes[1])
+        elif key == "i":
+            servers[key] = benchlib.haproxy(
+                key, "http.cfg", work / key, NAME1=nodes[0].name,
+                NAME2=nodes[1].name, **nginx_values)
         else:
             raise BenchError("unknown setup %r" % key)
         names[key] = SETUPS[key]
@@ -293,9 +417,34 @@ def build_setups(args, work, nodes):
     return servers, names
 
 
+def load_average():
+    return "%.2f %.2f %.2f" % os.getloadavg()
+
+
+def syscall_samples(servers, concurrencies, args, work):
+    """{connections: {setup: syscall_sample()}} for every balancer."""
+    samples = {}
+    for conc in concurrencies:
+        samples[str(conc)] = {}
+        for key, server in servers.items():
+            if server.pid:
+                if args.warmup:
+                    run_wrk(server.port, conc, args.warmup)
+                samples[str(conc)][key] = syscall_sample(
+                    server, conc, args.syscalls,
+                    work / ("strace-%s-%d.txt" % (key, conc)))
+                print("strace c=%d %s: %.1f calls/req" % (
+                    conc, key, samples[str(conc)][key]["total"]), flush=True)
+    return samples
+
+
 def main():
     args = parse_args()
-    benchlib.require(harness.APACHE2, benchlib.NGINX, WRK)
+    benchlib.require(harness.APACHE2, benchlib.NGINX, benchlib.HAPROXY,
+                     WRK, *([STRACE] if args.syscalls else []))
+    # HAProxy checks at startup that it may open two sockets per
+    # connection of its maxconn.
+    benchlib.raise_nofile_limit()
     concurrencies = [int(c) for c in args.connections.split(",")]
     if "a" not in args.setups:
         raise SystemExit("setup a is what the others are compared with")
@@ -312,6 +461,8 @@ def main():
         servers, names = build_setups(args, work, nodes)
         started.extend(servers.values())
         results = {str(c): {k: [] for k in servers} for c in concurrencies}
+        # The box's other load, which the rounds share the cores with.
+        load = {"start": load_average()}
         for rnd in range(args.rounds):
             # Fresh balancers every round: an instance can be a few per
             # cent faster or slower than an identical one for as long as it
@@ -334,12 +485,20 @@ def main():
                           % (rnd + 1, conc, key, res["rps"], res["p99_ms"],
                              fmt(res["cpu_us_per_req"], ".1f"),
                              res["errors"], res["misrouted"]), flush=True)
+        load["end"] = load_average()
         report(results, names, concurrencies)
+        print("\nload average (1, 5, 15 min): %s at the start, %s at the end"
+              % (load["start"], load["end"]))
+        samples = {}
+        if args.syscalls:
+            samples = syscall_samples(servers, concurrencies, args, work)
+            report_syscalls(samples, names, args.syscalls)
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {"setups": names, "results": results,
-                 "seconds": args.seconds, "rounds": args.rounds},
-                indent=1))
+                 "seconds": args.seconds, "rounds": args.rounds,
+                 "load_average": load,
+                 "syscalls_per_request": samples}, indent=1))
     finally:
         for server in reversed(started):
             try:

@@ -15,7 +15,8 @@ end
 
 function response(status, headers, body)
     answered = answered + 1
-    if headers["X-GWE-Node"] ~= expected then
+    -- Header names are case-insensitive: HAProxy sends them in lower case.
+    if (headers["X-GWE-Node"] or headers["x-gwe-node"]) ~= expected then
         misrouted = misrouted + 1
     end
 end
