@@ -193,6 +193,13 @@ def shipped_knows_max_visitors():
     return "GWE_MAX_VISITORS" in harness.SHIPPED_CONF.read_text()
 
 
+def haproxy_maxconn(nofile):
+    """The most connections HAProxy can take within nofile open files: it
+    refuses to start when maxconn needs more than it may have (two
+    sockets per connection, and a few of its own)."""
+    return (nofile - 100) // 2
+
+
 def haproxy_capacity(prefix, nodes, maxconn):
     """HAProxy running bench/haproxy/capacity.cfg under prefix, in the
     foreground (-db)."""
@@ -225,11 +232,12 @@ def start_lb(name, workdir, nodes, args, nofile):
         return lb.start()
     if name == "nginx":
         lb = benchlib.nginx("nginx", "capacity.conf", workdir / "nginx",
-                            NOFILE=nofile,
+                            NOFILE=nofile, WORKERS=args.nginx_workers,
                             NODE1="127.0.0.1:%d" % nodes[0].port,
                             NODE2="127.0.0.1:%d" % nodes[1].port)
     else:
-        lb = haproxy_capacity(workdir / "haproxy", nodes, args.haproxy_maxconn)
+        lb = haproxy_capacity(workdir / "haproxy", nodes,
+                              args.haproxy_maxconn or haproxy_maxconn(nofile))
     lb.start()
     wait_until(lambda: http_get(lb.port, "/server/isAlive").status == 200,
                30, what="%s to reach a node" % name)
@@ -357,6 +365,7 @@ def totals(reports):
         "rtts_ms": [x for r in reports for x in r["rtts_ms"]],
         "heartbeats": sum(r["heartbeats"] for r in reports),
         "polls": sum(r["polls"] for r in reports),
+        "retries": sum(r.get("retries", 0) for r in reports),
         "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
         "ramp_seconds": max(r.get("seconds", 0) for r in reports),
     }
@@ -495,6 +504,7 @@ def hold_step(name, lb, nodes, clients, target, args, base, previous):
         "rtt_p50_ms": percentile(rtts, 50),
         "rtt_p99_ms": percentile(rtts, 99),
         "heartbeats": end["heartbeats"], "polls": end["polls"],
+        "retries": end["retries"],
         "pss_kib": mem["pss_kib"], "threads": mem["threads"],
         "processes": mem["processes"],
         "kib_per_visitor": round((mem["pss_kib"] - base["pss_kib"])
@@ -684,7 +694,10 @@ def parse_args():
     parser.add_argument("--timeout", type=float, default=30,
                         help="seconds for one answer")
     parser.add_argument("--ramp-timeout", type=float, default=900)
-    parser.add_argument("--haproxy-maxconn", type=int, default=200000)
+    parser.add_argument("--nginx-workers", default="auto",
+                        help="nginx's worker_processes")
+    parser.add_argument("--haproxy-maxconn", type=int,
+                        help="default: what the open-files limit allows")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 500 and 1,000 visitors, 15 s "
                              "holds, 5 s heartbeats and long-polls")

@@ -29,7 +29,10 @@ on one keep-alive connection.  Then either
     close, as a browser's second connection) and its round trip is until
     its echo arrives as an event on the long-poll.
 
-Every answer after the first names its node (X-GWE-Node, or "node" in the
+A request on a reused keep-alive connection that the balancer closed
+without answering is sent again on a new connection, once, as browsers
+do (counted as a retry, not an error).  Every answer after the first
+names its node (X-GWE-Node, or "node" in the
 CometD reply): one that is not the cookie's is a misroute; "402::Unknown
 client" too (the session is on another node).  A visitor that fails
 (refused, reset, timed out, an HTTP error) is counted by kind and gone.
@@ -98,15 +101,20 @@ class Connection:
     """One keep-alive HTTP/1.1 connection to the balancer, which can turn
     into a WebSocket."""
 
-    def __init__(self, reader, writer):
+    def __init__(self, gen, reader, writer):
+        self.gen = gen
         self.reader = reader
         self.writer = writer
+        self.reused = False         # it has answered a request already
 
     @classmethod
     async def open(cls, gen):
-        reader, writer = await asyncio.open_connection(
+        return cls(gen, *await cls.connect(gen))
+
+    @staticmethod
+    async def connect(gen):
+        return await asyncio.open_connection(
             "127.0.0.1", gen.port, local_addr=(gen.source, 0))
-        return cls(reader, writer)
 
     def close(self):
         self.writer.close()
@@ -120,8 +128,23 @@ class Connection:
         if body:
             head += ("Content-Type: application/json\r\n"
                      "Content-Length: %d\r\n" % len(body))
-        self.writer.write(head.encode() + b"\r\n" + body)
-        return await self.response()
+        data = head.encode() + b"\r\n" + body
+        self.writer.write(data)
+        try:
+            answer = await self.response()
+        except (ConnectionResetError, asyncio.IncompleteReadError) as e:
+            # A keep-alive connection the server closed before it read
+            # the request (idle, or a process going away): browsers send
+            # the request again on a new connection, once.
+            if not self.reused or getattr(e, "partial", b""):
+                raise
+            self.writer.close()
+            self.reader, self.writer = await self.connect(self.gen)
+            self.gen.retries += 1
+            self.writer.write(data)
+            answer = await self.response()
+        self.reused = True
+        return answer
 
     async def response(self):
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -188,6 +211,7 @@ class Generator:
         self.rtts_ms = []           # since the last report
         self.heartbeats = 0         # since the last report
         self.polls = 0              # long-polls answered, since the last
+        self.retries = 0            # requests sent again (Connection)
         self.slots = asyncio.Semaphore(settings["in_flight"])
         self.arrived = asyncio.Event()
 
@@ -408,7 +432,7 @@ class Generator:
                   "misroutes": self.misroutes,
                   "misroute_samples": self.misroute_samples,
                   "rtts_ms": self.rtts_ms, "heartbeats": self.heartbeats,
-                  "polls": self.polls,
+                  "polls": self.polls, "retries": self.retries,
                   "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2)}
         self.rtts_ms, self.heartbeats, self.polls = [], 0, 0
         return report
