@@ -8,7 +8,8 @@
  *
  * Build:   make -f Makefile.apxs
  *          (or: apxs -c mod_gwe_balancer.c gwb_route.c gwb_counters.c
- *                       gwb_metrics.c gwb_checks.c gwb_tunnels.c)
+ *                       gwb_metrics.c gwb_checks.c gwb_tunnels.c
+ *                       gwb_sizing.c)
  * Use:     ProxySet lbmethod=gwesticky  in a <Proxy "balancer://..."> block
  *
  * How a member is chosen
@@ -57,6 +58,8 @@
  * cookie parser; gwb_route.c the finder and the WebSocket handoff;
  * gwb_counters.c the balancer records, counters and server-status;
  * gwb_metrics.c the Prometheus metrics; gwb_checks.c the startup checks;
+ * gwb_sizing.c the MPM's sizes for a number of visitors
+ * (GWEBalancerSizing) and the check of the system's limits;
  * gwb_tunnels.c the WebSocket tunnels: counted, recycled after a graceful
  * restart and evicted from unusable members (GWEBalancerTunnelRecycle,
  * GWEBalancerTunnelEvict).
@@ -85,6 +88,7 @@ static int gwb_is_initial_real_pass(void)
 static int gwb_run_checks(server_rec *s, apr_pool_t *ptemp)
 {
     gwb_check_balancers(s, ptemp);
+    gwb_check_system_limits(s, ptemp);
     return gwb_check_all_handoffs(s, ptemp);
 }
 
@@ -353,6 +357,12 @@ static const command_rec gwb_cmds[] = {
                    "(disabled, stopped, in error, failing its health check; "
                    "not draining) are closed, spread over SPREAD; or off "
                    "(the default)"),
+    AP_INIT_TAKE12("GWEBalancerSizing", gwb_set_sizing, NULL,
+                   RSRC_CONF | EXEC_ON_READ,
+                   "VISITORS [THREADS_PER_CHILD]: defines GWE_THREADS_PER_"
+                   "CHILD, GWE_MAX_REQUEST_WORKERS, GWE_SERVER_LIMIT, "
+                   "GWE_MIN_SPARE_THREADS and GWE_MAX_SPARE_THREADS for "
+                   "the MPM directives that follow"),
     { NULL }
 };
 
@@ -363,7 +373,9 @@ static void gwb_register_hooks(apr_pool_t *p)
 
     ap_register_provider(p, PROXY_LBMETHOD, GWB_METHOD_NAME, "0",
                          &gwb_method);
-    ap_hook_check_config(gwb_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Last: the system limits check reads the limits the MPM's own
+     * check_config settles. */
+    ap_hook_check_config(gwb_check_config, NULL, NULL, APR_HOOK_LAST);
     ap_hook_post_config(gwb_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     proxy_hook_pre_request(gwb_hand_off_websocket, NULL, before_balancer,
                            APR_HOOK_FIRST);

@@ -256,4 +256,14 @@ GWB_INTERNAL const char *gwb_status_state(unsigned int status);
 GWB_INTERNAL void gwb_check_balancers(server_rec *main_s, apr_pool_t *ptemp);
 GWB_INTERNAL int gwb_check_all_handoffs(server_rec *main_s, apr_pool_t *ptemp);
 
+/* ------------------------------------------------------------------------
+ * Sizing for visitors, and the system's limits (gwb_sizing.c).
+ * ------------------------------------------------------------------------ */
+
+GWB_INTERNAL const char *gwb_set_sizing(cmd_parms *cmd, void *dummy,
+                                        const char *visitors_arg,
+                                        const char *per_child_arg);
+/* Needs the MPM's limits: after the MPM's check_config. */
+GWB_INTERNAL void gwb_check_system_limits(server_rec *s, apr_pool_t *ptemp);
+
 #endif /* MOD_GWE_BALANCER_H */

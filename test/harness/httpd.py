@@ -197,7 +197,7 @@ class Httpd:
 
     def configtest(self):
         """(returncode, output) of apache2 -t."""
-        return self._run("-t")
+        return self._run("-t", wrapper=self.wrapper)
 
     def start(self):
         """Start; return once the server answers a request.  Raises
