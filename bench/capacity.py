@@ -265,8 +265,13 @@ def haproxy_info(lb):
 
 
 def lb_counters(name, lb):
+    """The LB's own view of its load; {} when it cannot answer (httpd
+    serves server-status from the same threads the visitors hold)."""
     if name.startswith("httpd"):
-        return lb_status(lb)
+        try:
+            return lb_status(lb)
+        except Exception as e:      # timeout, refused, reset
+            return {"server-status": "no answer (%s)" % type(e).__name__}
     if name == "haproxy":
         return haproxy_info(lb)
     return {}
@@ -391,7 +396,7 @@ LOG_LIMITS = [
 ]
 
 
-def diagnose(name, lb, step, logs_before):
+def diagnose(name, lb, step, logs_before, nofile):
     """Which limit stopped the LB at step: a list of findings."""
     findings = []
     generator = [k for k in step["error_kinds"] if k.startswith("client:")]
@@ -403,12 +408,14 @@ def diagnose(name, lb, step, logs_before):
         lines = [line for line in new_logs.splitlines()
                  if re.search(pattern, line)]
         if lines:
+            if limit == "file descriptors":
+                limit += " (RLIMIT_NOFILE %d per process)" % nofile
             findings.append("%s (log: %s)" % (limit, lines[0][-200:]))
     counters = step["lb_counters"]
     if counters.get("Maxconn") and \
             counters.get("CurrConns", 0) >= counters["Maxconn"] - 10:
-        findings.append("HAProxy maxconn (%d connections)"
-                        % counters["Maxconn"])
+        findings.append("HAProxy maxconn (%d connections: what RLIMIT_NOFILE "
+                        "%d allows it)" % (counters["Maxconn"], nofile))
     machine = step["machine"]
     for key, limit_path in (("pid_max", PID_MAX), ("threads_max",
                             Path("/proc/sys/kernel/threads-max"))):
@@ -427,6 +434,10 @@ def diagnose(name, lb, step, logs_before):
     if not findings:
         findings.append("not identified: %s" % json.dumps(
             step["error_samples"])[:300])
+    if "BusyWorkers" in counters:
+        findings.append("httpd: %d workers busy, %d idle"
+                        % (counters["BusyWorkers"],
+                           counters.get("IdleWorkers", 0)))
     return findings
 
 
@@ -555,7 +566,8 @@ def run_lb(name, mix, args, nofile):
             result["steps"].append(step)
             log("%s, %s: %s" % (name, mix, step_line(step)))
             if step_failed(step):
-                step["limit"] = diagnose(name, lb, step, logs_before)
+                step["limit"] = diagnose(name, lb, step, logs_before,
+                                         nofile)
                 result["limit"] = step["limit"]
                 log("%s, %s stopped at %d: %s" % (
                     name, mix, target, "; ".join(step["limit"])))
