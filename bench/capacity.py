@@ -75,7 +75,7 @@ import benchlib
 from benchlib import (BENCH_DIR, NODE_SCRIPT, PYTHON, cpu_seconds, harness,
                       memory, process_tree, tail)
 from harness import http_get, wait_until
-from ws_capacity import lb_status, merge_errors, percentile, read_line, \
+from ws_capacity import Clients, lb_status, merge_errors, percentile, \
     settled
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -296,10 +296,11 @@ def lb_logs(name, lb):
 # The load generator's processes
 # ---------------------------------------------------------------------------
 
-class Visitors:
+class Visitors(Clients):
     """Client processes (bench/visitor.py), one per source address, the
-    visitors dealt out round robin.  Each command goes to all; each
-    answers with one JSON line."""
+    visitors dealt out round robin; driven as ws_capacity.py's clients
+    are, with JSON commands.  Each command goes to all; each answers with
+    one JSON line."""
 
     def __init__(self, workdir, port, args):
         self.procs, self.logs = [], []
@@ -315,19 +316,15 @@ class Visitors:
                 "in_flight": args.in_flight, "timeout": args.timeout,
                 "seed": k + 1}
             self.logs.append(workdir / ("visitor-%d.log" % k))
-            with open(self.logs[-1], "wb") as err:
-                self.procs.append(subprocess.Popen(
-                    [PYTHON, str(BENCH_DIR / "visitor.py"),
-                     json.dumps(settings)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=err, bufsize=0, start_new_session=True))
+            self.procs.append(self._spawn(settings, self.logs[-1],
+                                          "visitor.py"))
 
     def ask(self, command, event, timeout):
         """Send command to every client; their answers (event)."""
-        self.send([command] * len(self.procs))
-        return self.collect(event, timeout)
+        self.send_each([command] * len(self.procs))
+        return self.wait_for(event, timeout)
 
-    def send(self, commands):
+    def send_each(self, commands):
         for proc, command in zip(self.procs, commands):
             proc.stdin.write(json.dumps(command).encode() + b"\n")
             proc.stdin.flush()
@@ -335,32 +332,18 @@ class Visitors:
     def target(self, visitors, timeout):
         """Have visitors in all: each client its share."""
         k = len(self.procs)
-        self.send([{"cmd": "target",
-                    "visitors": visitors // k + (1 if i < visitors % k
-                                                 else 0)}
-                   for i in range(k)])
-        return self.collect("reached", timeout)
-
-    def collect(self, event, timeout):
-        reports = []
-        deadline = time.monotonic() + timeout
-        for proc, log_path in zip(self.procs, self.logs):
-            line = read_line(proc, max(0, deadline - time.monotonic()))
-            report = json.loads(line) if line.startswith("{") else {}
-            if report.get("event") != event:
-                raise benchlib.BenchError(
-                    "a client gave no %r report (%r)\n%s"
-                    % (event, line[:200], tail(log_path)))
-            reports.append(report)
-        return reports
+        self.send_each([{"cmd": "target",
+                         "visitors": visitors // k + (1 if i < visitors % k
+                                                      else 0)}
+                        for i in range(k)])
+        return self.wait_for("reached", timeout)
 
     def close(self, timeout=60):
         try:
             self.ask({"cmd": "close"}, "closed", timeout)
-        except (benchlib.BenchError, OSError) as e:
+        except (RuntimeError, OSError) as e:
             log("clients did not close cleanly: %s" % str(e)[:200])
-        for proc in self.procs:
-            benchlib.stop_process(proc, timeout=5)
+        self.stop()
 
 
 def totals(reports):
