@@ -36,8 +36,9 @@ It is plain asyncio (asyncio.Protocol, standard library only) rather than
 python3-websockets: mod_proxy_hcheck asks isAlive over HTTP/1.0, which the
 websockets server refuses before any hook of it runs (400), and the
 balancer would then take both nodes out.  A bare Protocol is also the
-cheapest way to hold thousands of connections on a small machine; the
-benchmark's client uses python3-websockets, which checks this framing.
+cheapest way to hold thousands of connections on a small machine (on
+uvloop when python3-uvloop is installed); ws_capacity.py's client uses
+python3-websockets, which checks this framing.
 
     /usr/bin/python3 bench/node.py --name GWE_Node_1 [--port 0]
         [--host 127.0.0.1] [--poll-hold 30]
@@ -375,6 +376,7 @@ def main():
                         help="seconds a CometD long-poll is held")
     args = parser.parse_args()
     benchlib.raise_nofile_limit()      # 10,000+ sockets
+    benchlib.use_uvloop()
     asyncio.run(serve(args.name, args.host, args.port, args.poll_hold))
 
 
