@@ -639,6 +639,30 @@ def table(result):
                                                   limit)
 
 
+def summary(results):
+    """One line per run: its last step without a failure, and what
+    stopped it."""
+    lines = ["| LB | mix | visitors held, no error or misroute | RTT p50 / "
+             "p99 ms | KiB/visitor | LB CPU µs/visitor/s | next step | "
+             "stopped by |", "|---|---|---:|---:|---:|---:|---|---|"]
+    for r in results:
+        good = [s for s in r["steps"] if not step_failed(s)]
+        bad = [s for s in r["steps"] if step_failed(s)]
+        best = good[-1] if good else None
+        next_step = ("%s: %s held, %s errors, %s misroutes" % (
+            fmt(bad[0]["visitors"]), fmt(bad[0]["held"]),
+            fmt(bad[0]["errors"]), fmt(bad[0]["misroutes"]))
+                     if bad else "-")
+        lines.append("| %s | %s | %s | %s / %s | %s | %s | %s | %s |" % (
+            r["lb"], r["mix"], fmt(best["visitors"]) if best else "0",
+            fmt(best and best["rtt_p50_ms"], 1),
+            fmt(best and best["rtt_p99_ms"], 1),
+            fmt(best and best["kib_per_visitor"], 1),
+            fmt(best and best["lb_cpu_us_per_visitor_s"], 1), next_step,
+            "; ".join(r["limit"] or ["-"])))
+    return "\n".join(lines)
+
+
 def targets(results):
     """The issue's targets for the shipped config: (text, met) pairs."""
     found = []
@@ -755,6 +779,7 @@ def main():
         return 130
     finally:
         limits.restore()
+    print(summary(output["results"]))
     if output["raised"]:
         print("System limits raised for the run (and restored): "
               + "; ".join(output["raised"]))
