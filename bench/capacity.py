@@ -403,8 +403,9 @@ def diagnose(name, lb, step, logs_before, nofile):
     counters = step["lb_counters"]
     if counters.get("Maxconn") and \
             counters.get("CurrConns", 0) >= counters["Maxconn"] - 10:
-        findings.append("HAProxy maxconn (%d connections: what RLIMIT_NOFILE "
-                        "%d allows it)" % (counters["Maxconn"], nofile))
+        findings.append("HAProxy maxconn (%d connections; RLIMIT_NOFILE %d "
+                        "allows %d)" % (counters["Maxconn"], nofile,
+                                        haproxy_maxconn(nofile)))
     machine = step["machine"]
     for key, limit_path in (("pid_max", PID_MAX), ("threads_max",
                             Path("/proc/sys/kernel/threads-max"))):
@@ -708,7 +709,9 @@ def parse_args():
     parser.add_argument("--clients", type=int, default=4,
                         help="generator processes (source addresses "
                              "127.0.0.2 up)")
-    parser.add_argument("--in-flight", type=int, default=32,
+    # Visitors that wait for a thread or a connection slot hold theirs
+    # until their timeout: enough that those do not stall the rest.
+    parser.add_argument("--in-flight", type=int, default=100,
                         help="visitors arriving at once, per client")
     parser.add_argument("--heartbeat", type=float, default=30)
     parser.add_argument("--message", default="30,60",
