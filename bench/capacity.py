@@ -400,6 +400,17 @@ def diagnose(name, lb, step, logs_before, nofile):
             if limit == "file descriptors":
                 limit += " (RLIMIT_NOFILE %d per process)" % nofile
             findings.append("%s (log: %s)" % (limit, lines[0][-200:]))
+    if name == "nginx":
+        # Two connections per visitor (visitor, node); a worker stops
+        # accepting once 7/8 of its worker_connections are in use, and
+        # logs nothing.
+        workers = step["processes"] - 1
+        if step["held"] * 2 >= 0.8 * workers * nofile:
+            findings.append(
+                "nginx worker_connections: %d visitors hold %d connections, "
+                "of %d workers x %d (worker_connections = RLIMIT_NOFILE); a "
+                "worker stops accepting at 7/8 of its worker_connections"
+                % (step["held"], 2 * step["held"], workers, nofile))
     counters = step["lb_counters"]
     if counters.get("Maxconn") and \
             counters.get("CurrConns", 0) >= counters["Maxconn"] - 10:
