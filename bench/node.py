@@ -9,10 +9,24 @@ One process is one node.  It listens on 127.0.0.1 and answers:
     check and readiness probe), over HTTP/1.0 or 1.1;
   * a WebSocket upgrade of /server/cometd: 101 with the node's routing
     cookie, Set-Cookie: GWROUTEID=.<name>, then every text or binary
-    message is answered with "<name> <the message>", so that a client
-    sees which node answered and can count misroutes; pings get pongs;
+    message that is not CometD (above) is answered with "<name> <the
+    message>", so that a client sees which node answered and can count
+    misroutes; pings get pongs;
+  * CometD, as a stand-in for GWE's (bench/capacity.py's visitors), not
+    a full Bayeux server: a POST of a JSON array of messages to
+    /server/cometd[/...], or a WebSocket text message that is one, is
+    answered by channel: /meta/handshake makes a session of this node's
+    and answers its clientId; /meta/connect over HTTP is held until the
+    session has an event or --poll-hold seconds (CometD's long-poll),
+    over a WebSocket answered at once (the heartbeat); /service/echo
+    answers {"successful": true} and sends its data back as an event on
+    the session: in the reply over a WebSocket, through the held (or
+    next) /meta/connect over HTTP.  A clientId this node did not make
+    (a misrouted visitor) gets "402::Unknown client", as CometD answers.
+    Every reply message carries "node": <name>;
   * GET /_stats (asked directly, not through the balancer): JSON with
-    the WebSockets open now and in total;
+    the WebSockets open now and in total, the sessions made and the
+    long-polls held now;
   * any other GET: 200 with the path as the body, so that a client sees
     which balancer member (/m001/...) a request went through.
 
@@ -22,10 +36,12 @@ It is plain asyncio (asyncio.Protocol, standard library only) rather than
 python3-websockets: mod_proxy_hcheck asks isAlive over HTTP/1.0, which the
 websockets server refuses before any hook of it runs (400), and the
 balancer would then take both nodes out.  A bare Protocol is also the
-cheapest way to hold thousands of connections on a small machine; the
-benchmark's client uses python3-websockets, which checks this framing.
+cheapest way to hold thousands of connections on a small machine (on
+uvloop when python3-uvloop is installed); ws_capacity.py's client uses
+python3-websockets, which checks this framing.
 
     /usr/bin/python3 bench/node.py --name GWE_Node_1 [--port 0]
+        [--host 127.0.0.1] [--poll-hold 30]
 
 It prints "READY <port>" once it listens (port 0 picks a free one) and
 serves until SIGTERM or SIGINT.
@@ -45,6 +61,7 @@ from gwe_node import frame, websocket_accept  # noqa: E402
 
 MAX_HEAD = 16 * 1024            # bytes of request line and headers
 MAX_MESSAGE = 1024 * 1024       # bytes of one WebSocket message
+MAX_BODY = 64 * 1024            # bytes of a POSTed CometD request
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
@@ -53,6 +70,75 @@ class Stats:
     def __init__(self):
         self.websockets_open = 0
         self.websockets_total = 0
+        self.sessions = 0
+        self.polls_held = 0
+
+
+class Session:
+    """A CometD session: events not yet delivered, and the long-poll
+    (the NodeProtocol of a held /meta/connect) waiting for them."""
+    __slots__ = ("events", "poll")
+
+    def __init__(self):
+        self.events = []
+        self.poll = None
+
+
+class CometD:
+    """The node's CometD: its sessions, and the answer to a message."""
+
+    def __init__(self, name, stats, poll_hold):
+        self.name = name
+        self.stats = stats
+        self.poll_hold = poll_hold
+        self.sessions = {}
+
+    def reply(self, message, **fields):
+        return dict({"channel": message.get("channel"), "node": self.name},
+                    **fields)
+
+    def answer(self, messages, held_poll=None):
+        """The replies to a list of messages.  held_poll: the HTTP
+        connection asking, which a /meta/connect without events holds
+        (then the replies so far come back as None)."""
+        replies = []
+        for message in messages:
+            channel = message.get("channel")
+            if channel == "/meta/handshake":
+                client_id = "%s.%d" % (self.name, self.stats.sessions)
+                self.stats.sessions += 1
+                self.sessions[client_id] = Session()
+                replies.append(self.reply(message, successful=True,
+                                          clientId=client_id))
+                continue
+            session = self.sessions.get(message.get("clientId"))
+            if session is None:
+                replies.append(self.reply(message, successful=False,
+                                          error="402::Unknown client"))
+            elif channel == "/meta/connect":
+                if session.events or held_poll is None:
+                    replies.append(self.reply(message, successful=True))
+                    replies += session.events
+                    session.events = []
+                else:
+                    session.poll = held_poll
+                    held_poll.hold(session, self.reply(message,
+                                                       successful=True))
+                    return None
+            else:
+                replies.append(self.reply(message, successful=True))
+                event = self.reply(message, data=message.get("data"))
+                if held_poll is None:       # a WebSocket: the event now
+                    replies.append(event)
+                else:
+                    self.deliver(session, event)
+        return replies
+
+    def deliver(self, session, event):
+        """Queue event, and answer the session's held long-poll with it."""
+        session.events.append(event)
+        if session.poll is not None:
+            session.poll.release()
 
 
 def unmask(mask, data):
@@ -83,10 +169,13 @@ def response(status, headers, body=b""):
 class NodeProtocol(asyncio.Protocol):
     """One connection: HTTP requests until an upgrade, then frames."""
 
-    def __init__(self, name, stats):
+    def __init__(self, name, stats, cometd):
         self.name = name
         self.stats = stats
+        self.cometd = cometd
         self.buf = b""
+        self.held = None            # (session, connect reply, timer)
+        self.keep = True            # the CometD POST asked for keep-alive
         self.websocket = False
         self.fragments = []         # payloads of an unfinished message
         self.message_opcode = OP_TEXT
@@ -98,11 +187,14 @@ class NodeProtocol(asyncio.Protocol):
     def connection_lost(self, exc):
         if self.websocket:
             self.stats.websockets_open -= 1
+        if self.held:
+            self.unhold()
 
     def data_received(self, data):
         self.buf += data
         try:
-            while self.buf and not self.transport.is_closing():
+            while self.buf and not self.transport.is_closing() \
+                    and not self.held:
                 done = (self.read_frame() if self.websocket
                         else self.read_request())
                 if not done:
@@ -119,8 +211,14 @@ class NodeProtocol(asyncio.Protocol):
             if len(self.buf) > MAX_HEAD:
                 raise ValueError("request head too long")
             return False
-        head, self.buf = self.buf[:end], self.buf[end + 4:]
-        method, path, version, headers = parse_head(head)
+        method, path, version, headers = parse_head(self.buf[:end])
+        length = int(headers.get("content-length", 0))
+        if length > MAX_BODY:
+            raise ValueError("request body too large")
+        if len(self.buf) < end + 4 + length:
+            return False
+        request_body = self.buf[end + 4:end + 4 + length]
+        self.buf = self.buf[end + 4 + length:]
         cookie = ("Set-Cookie", "GWROUTEID=.%s; Path=/" % self.name)
         node = ("X-GWE-Node", self.name)
         if path.startswith("/server/cometd") and \
@@ -129,6 +227,12 @@ class NodeProtocol(asyncio.Protocol):
             return True
         keep = (version == "HTTP/1.1"
                 and headers.get("connection", "").lower() != "close")
+        if method == "POST" and path.startswith("/server/cometd"):
+            self.keep = keep
+            replies = self.cometd.answer(json.loads(request_body), self)
+            if replies is not None:
+                self.write_json(replies)
+            return True
         if method != "GET":
             status, body, keep = "405 Method Not Allowed", b"", False
         elif path == "/server/isAlive":
@@ -145,6 +249,48 @@ class NodeProtocol(asyncio.Protocol):
         if not keep:
             self.transport.close()
         return True
+
+    def write_json(self, replies):
+        """Answer a CometD POST with replies (a JSON array)."""
+        body = json.dumps(replies).encode()
+        self.transport.write(response("200 OK", [
+            ("X-GWE-Node", self.name),
+            ("Set-Cookie", "GWROUTEID=.%s; Path=/" % self.name),
+            ("Content-Type", "application/json"),
+            ("Content-Length", len(body)),
+            ("Connection", "keep-alive" if self.keep else "close")], body))
+        if not self.keep:
+            self.transport.close()
+
+    # -- CometD long-poll -----------------------------------------------------
+
+    def hold(self, session, connect_reply):
+        """Hold this /meta/connect until session has an event, or for the
+        poll hold."""
+        timer = asyncio.get_running_loop().call_later(
+            self.cometd.poll_hold, self.release)
+        self.held = (session, connect_reply, timer)
+        self.stats.polls_held += 1
+
+    def unhold(self):
+        session, connect_reply, timer = self.held
+        timer.cancel()
+        self.held = None
+        self.stats.polls_held -= 1
+        if session.poll is self:
+            session.poll = None
+        return session, connect_reply
+
+    def release(self):
+        """Answer the held /meta/connect with the session's events, then
+        go on with what the client sent meanwhile."""
+        session, connect_reply = self.unhold()
+        if self.transport.is_closing():
+            return
+        self.write_json([connect_reply] + session.events)
+        session.events = []
+        if self.buf:
+            self.data_received(b"")
 
     def upgrade(self, headers, extra):
         accept = websocket_accept(headers.get("sec-websocket-key", ""))
@@ -198,17 +344,21 @@ class NodeProtocol(asyncio.Protocol):
             if fin:
                 message = b"".join(self.fragments)
                 self.fragments = []
-                self.transport.write(frame(
-                    self.message_opcode,
-                    self.name.encode() + b" " + message))
+                if message.startswith(b"["):
+                    reply = json.dumps(
+                        self.cometd.answer(json.loads(message))).encode()
+                else:
+                    reply = self.name.encode() + b" " + message
+                self.transport.write(frame(self.message_opcode, reply))
 
 
-async def serve(name, host, port):
+async def serve(name, host, port, poll_hold):
     stats = Stats()
+    cometd = CometD(name, stats, poll_hold)
     loop = asyncio.get_running_loop()
     # backlog: the balancer opens its backend connections in bursts.
-    server = await loop.create_server(lambda: NodeProtocol(name, stats),
-                                      host, port, backlog=4096)
+    server = await loop.create_server(
+        lambda: NodeProtocol(name, stats, cometd), host, port, backlog=4096)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -222,9 +372,12 @@ def main():
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--poll-hold", type=float, default=30,
+                        help="seconds a CometD long-poll is held")
     args = parser.parse_args()
     benchlib.raise_nofile_limit()      # 10,000+ sockets
-    asyncio.run(serve(args.name, args.host, args.port))
+    benchlib.use_uvloop()
+    asyncio.run(serve(args.name, args.host, args.port, args.poll_hold))
 
 
 if __name__ == "__main__":

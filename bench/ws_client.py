@@ -133,12 +133,5 @@ async def run(settings):
     emit({"event": "closed"})
 
 
-def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    benchlib.raise_nofile_limit()      # the parent raised the hard limit
-    asyncio.run(run(json.loads(sys.argv[1])))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    benchlib.client_main(run, __doc__)
