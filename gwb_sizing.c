@@ -67,8 +67,12 @@ static int gwb_round_up(apr_int64_t n, int unit)
  * starts a new generation while each process of the old one keeps its
  * slot until its last WebSocket closes; two processes' worth of spare
  * threads for a surge (the visitors of a failed node reconnecting at
- * once), and idle threads trimmed late, since trimming a process that
- * still holds WebSockets only parks its slot. */
+ * once); and no idle trimming at all (MaxSpareThreads as many as
+ * MaxRequestWorkers): a process trimmed while it still holds WebSockets
+ * or long-polls keeps its slot while new processes take others, and under
+ * long-poll churn that filled every ServerLimit slot (AH00288, "scoreboard
+ * is full") with threads to spare (bench/README.md, Capacity).  Idle
+ * threads cost their touched stack, about 10 KiB each. */
 static gwb_mpm_sizes gwb_size_mpm(int visitors, int threads_per_child)
 {
     gwb_mpm_sizes m;
@@ -82,8 +86,7 @@ static gwb_mpm_sizes gwb_size_mpm(int visitors, int threads_per_child)
     if (m.min_spare_threads > m.max_request_workers) {
         m.min_spare_threads = m.max_request_workers;
     }
-    m.max_spare_threads = gwb_round_up(m.max_request_workers / 4,
-                                       threads_per_child);
+    m.max_spare_threads = m.max_request_workers;
     if (m.max_spare_threads < m.min_spare_threads + threads_per_child) {
         m.max_spare_threads = m.min_spare_threads + threads_per_child;
     }
