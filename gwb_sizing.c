@@ -30,11 +30,15 @@
 
 APLOG_USE_MODULE(gwe_balancer);
 
-/* Threads per visitor, as a fraction: one connection each, and a fifth
- * more for page loads, a long-poll's second connection (its publishes)
- * and reconnects. */
-#define GWB_THREADS_PER_VISITOR_NUM 6
-#define GWB_THREADS_PER_VISITOR_DEN 5
+/* Threads per visitor, as a fraction: one held connection each, and a
+ * third more.  Page loads, a long-poll's second connection (its
+ * publishes) and reconnects take threads beside the held ones, and a
+ * peak above the visitors planned for must still find threads: with a
+ * fifth more, 24,000 visitors sized 29,000 threads and 30,000 mixed
+ * visitors (a quarter above the plan) timed out waiting for one
+ * (bench/README.md, Capacity). */
+#define GWB_THREADS_PER_VISITOR_NUM 4
+#define GWB_THREADS_PER_VISITOR_DEN 3
 
 /* Two sockets per tunnel (visitor, node) fit in the usual 1024 open files
  * with room for pooled node connections, listeners and logs. */

@@ -199,6 +199,15 @@ class Httpd:
         """(returncode, output) of apache2 -t."""
         return self._run("-t", wrapper=self.wrapper)
 
+    def run_cfg_defines(self):
+        """The variables httpd ends up with, as apache2 -t -D DUMP_RUN_CFG
+        shows them (GWEBalancerSizing's among them)."""
+        rc, out = self._run("-t", "-D", "DUMP_RUN_CFG", wrapper=self.wrapper)
+        if rc != 0:
+            raise HarnessError("apache2 -t -D DUMP_RUN_CFG exited %d\n%s"
+                               % (rc, out))
+        return dict(re.findall(r"^Define: (\w+)=(.*)$", out, re.M))
+
     def start(self):
         """Start; return once the server answers a request.  Raises
         HarnessError with the output and error_log tail on failure."""
