@@ -11,7 +11,7 @@ Debian's interpreter:
     /usr/bin/python3 bench/capacity.py [--quick]
         [--lb httpd,httpd-event,nginx,haproxy] [--mix ws,mixed,lp]
         [--steps 5000,10000,20000,30000] [--hold 45]
-        [--max-visitors 24000] [--json results.json]
+        [--max-visitors 24000] [--probe 1000] [--json results.json]
 
 For each mix (ws: every visitor keeps a WebSocket; lp: every visitor
 long-polls; mixed: 70% WebSocket, 30% long-poll) and balancer (LB), in
@@ -31,7 +31,14 @@ messages every 30 to 60 s per visitor, at random phases).  Per step:
     visitor's cookie names, or its "402::Unknown client");
   * the application message's round trip p50/p99 in the hold (WebSocket:
     visitor -> LB -> node -> back; long-poll: the POST until its echo
-    arrives on the visitor's long-poll);
+    arrives on the visitor's long-poll), as a probe measures it: one more
+    client process with --probe (1,000) of the visitors, at nice
+    --probe-nice (-5), while the load processes run at nice --load-nice
+    (10).  Generator, nodes and LB share this machine's cores; the nice
+    levels give the LB and the nodes the CPU first, as a balancer of its
+    own would have it, and keep the probe's own wait for a core out of
+    its figure.  The p99 over every visitor (the load processes' too) is
+    reported beside it;
   * LB memory per visitor: PSS summed over the LB's processes
     (/proc/PID/smaps_rollup) at the end of the hold, minus the idle LB's,
     over the visitors held; LB CPU per visitor: user + system time of its
@@ -300,14 +307,27 @@ class Visitors(Clients):
     """Client processes (bench/visitor.py), one per source address, the
     visitors dealt out round robin; driven as ws_capacity.py's clients
     are, with JSON commands.  Each command goes to all; each answers with
-    one JSON line."""
+    one JSON line.
+
+    The load processes run at nice --load-nice: on this machine they
+    share the cores with the balancer and the nodes, and would otherwise
+    take the CPU a balancer has to itself on a machine of its own.  The
+    round trips reported are a probe's: one more process (the last) with
+    --probe of the visitors, the same visitors as the rest, at nice
+    --probe-nice, so that its own wait for a core is not in the balancer's
+    figure.  The load processes' round trips are reported beside them."""
 
     def __init__(self, workdir, port, args):
         self.procs, self.logs = [], []
-        for k in range(args.clients):
+        self.probe = args.probe
+        for k in range(args.clients + (1 if self.probe else 0)):
+            is_probe = k == args.clients
             settings = {
                 "port": port, "source": "127.0.0.%d" % (k + 2),
-                "first": k, "stride": args.clients,
+                # The probe's visitors are numbered 0, 1, ...: its share
+                # of WebSocket and long-poll visitors is the mix's.
+                "first": 0 if is_probe else k,
+                "stride": 1 if is_probe else args.clients,
                 "ws_percent": args.ws_percent,
                 "heartbeat": args.heartbeat,
                 "message_min": args.message[0],
@@ -315,9 +335,11 @@ class Visitors(Clients):
                 "poll_hold": args.poll_hold,
                 "in_flight": args.in_flight, "timeout": args.timeout,
                 "seed": k + 1}
-            self.logs.append(workdir / ("visitor-%d.log" % k))
-            self.procs.append(self._spawn(settings, self.logs[-1],
-                                          "visitor.py"))
+            self.logs.append(workdir / ("%s.log" % (
+                "probe" if is_probe else "visitor-%d" % k)))
+            self.procs.append(self._spawn(
+                settings, self.logs[-1], "visitor.py",
+                args.probe_nice if is_probe else args.load_nice))
 
     def ask(self, command, event, timeout):
         """Send command to every client; their answers (event)."""
@@ -330,13 +352,23 @@ class Visitors(Clients):
             proc.stdin.flush()
 
     def target(self, visitors, timeout):
-        """Have visitors in all: each client its share."""
-        k = len(self.procs)
+        """Have visitors in all: the probe its own (at most half of
+        them), each load process its share of the rest."""
+        probe = min(self.probe, visitors // 2)
+        k = len(self.procs) - (1 if self.probe else 0)
+        load = visitors - probe
         self.send_each([{"cmd": "target",
-                         "visitors": visitors // k + (1 if i < visitors % k
-                                                      else 0)}
-                        for i in range(k)])
+                         "visitors": load // k + (1 if i < load % k
+                                                  else 0)}
+                        for i in range(k)]
+                       + ([{"cmd": "target", "visitors": probe}]
+                          if self.probe else []))
         return self.wait_for("reached", timeout)
+
+    def probe_reports(self, reports):
+        """Of every client's reports (in self.procs' order), the ones
+        whose round trips are reported: the probe's, or all without."""
+        return reports[-1:] if self.probe else reports
 
     def close(self, timeout=60):
         try:
@@ -362,6 +394,7 @@ def totals(reports):
         "retries": sum(r.get("retries", 0) for r in reports),
         "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
         "ramp_seconds": max(r.get("seconds", 0) for r in reports),
+        "reports": reports,
     }
 
 
@@ -503,6 +536,8 @@ def hold_step(name, lb, nodes, clients, target, args, base, previous):
     state = sampler.sample()
     held = end["held"]
     rtts = end["rtts_ms"]
+    probe_rtts = [x for r in clients.probe_reports(end["reports"])
+                  for x in r["rtts_ms"]]
     errors = end["errors"] - previous["errors"]
     return {
         "visitors": target, "held": held,
@@ -512,9 +547,12 @@ def hold_step(name, lb, nodes, clients, target, args, base, previous):
         "misroute_samples": end["misroute_samples"],
         "ramp_seconds": round(ramp_seconds, 1),
         "hold_seconds": round(seconds, 1),
-        "rtt_samples": len(rtts),
-        "rtt_p50_ms": percentile(rtts, 50),
-        "rtt_p99_ms": percentile(rtts, 99),
+        "rtt_samples": len(probe_rtts),
+        "rtt_p50_ms": percentile(probe_rtts, 50),
+        "rtt_p99_ms": percentile(probe_rtts, 99),
+        "all_rtt_samples": len(rtts),
+        "all_rtt_p50_ms": percentile(rtts, 50),
+        "all_rtt_p99_ms": percentile(rtts, 99),
         "heartbeats": end["heartbeats"], "polls": end["polls"],
         "retries": end["retries"],
         "pss_kib": mem["pss_kib"], "threads": mem["threads"],
@@ -612,10 +650,12 @@ def run_lb(name, mix, args, nofile):
 
 
 def step_line(step):
-    return ("%d/%d held, %d errors, %d misroutes, RTT p50 %s p99 %s ms, "
+    return ("%d/%d held, %d errors, %d misroutes, RTT p50 %s p99 %s ms "
+            "(all visitors: p99 %s), "
             "%.1f KiB and %.1f µs/s per visitor, load %.1f" % (
                 step["held"], step["visitors"], step["errors"],
                 step["misroutes"], step["rtt_p50_ms"], step["rtt_p99_ms"],
+                step.get("all_rtt_p99_ms"),
                 step["kib_per_visitor"], step["lb_cpu_us_per_visitor_s"],
                 step["machine"]["load1"]))
 
@@ -631,6 +671,7 @@ COLUMNS = [
     ("misroutes", lambda r, s: fmt(s["misroutes"])),
     ("RTT p50 ms", lambda r, s: fmt(s["rtt_p50_ms"], 1)),
     ("RTT p99 ms", lambda r, s: fmt(s["rtt_p99_ms"], 1)),
+    ("all p99 ms", lambda r, s: fmt(s.get("all_rtt_p99_ms"), 1)),
     ("KiB/visitor", lambda r, s: fmt(s["kib_per_visitor"], 1)),
     ("LB CPU µs/visitor/s", lambda r, s: fmt(s["lb_cpu_us_per_visitor_s"],
                                              1)),
@@ -738,6 +779,15 @@ def parse_args():
     # until their timeout: enough that those do not stall the rest.
     parser.add_argument("--in-flight", type=int, default=100,
                         help="visitors arriving at once, per client")
+    parser.add_argument("--probe", type=int, default=1000,
+                        help="visitors in the probe process, whose round "
+                             "trips are reported (0: none; all visitors' "
+                             "round trips are reported then)")
+    parser.add_argument("--probe-nice", type=int, default=-5,
+                        help="the probe's nice level")
+    parser.add_argument("--load-nice", type=int, default=10,
+                        help="the load processes' nice level (0: as the "
+                             "balancer and the nodes)")
     parser.add_argument("--heartbeat", type=float, default=30)
     parser.add_argument("--message", default="30,60",
                         help="seconds between a visitor's application "
@@ -762,6 +812,7 @@ def parse_args():
     if args.quick:
         args.steps, args.hold, args.heartbeat = "500,1000", 15, 5
         args.message, args.poll_hold = "3,8", 5
+        args.probe = min(args.probe, 100)
     args.steps = [int(s) for s in args.steps.split(",")]
     args.message = [float(s) for s in args.message.split(",")]
     args.lbs = [s.strip() for s in args.lb.split(",") if s.strip()]
@@ -790,8 +841,8 @@ def main():
         "results": []}
     try:
         if any(name.startswith("httpd") for name in args.lbs):
-            # A thread per visitor, and a fifth more (MaxRequestWorkers).
-            limits.raise_pid_max(int(max(args.steps) * 1.2))
+            # A thread per visitor, and a third more (MaxRequestWorkers).
+            limits.raise_pid_max(int(max(args.steps) * 4 / 3))
         output["raised"] = limits.described()
         for mix in args.mixes:
             args.ws_percent = MIXES[mix]

@@ -31,6 +31,7 @@ misrouted.
 import argparse
 import json
 import math
+import os
 import re
 import selectors
 import shutil
@@ -124,16 +125,17 @@ class Clients:
             self.procs.append(self._spawn(settings, self.logs[-1]))
 
     @staticmethod
-    def _spawn(settings, log_path, script="ws_client.py"):
-        """A client (bench/<script>) with its stderr in log_path.  In a
-        session of its own: a Ctrl-C is ours to handle, by stopping each
-        process by its PID.  Unbuffered pipes: read_line() selects on the
-        file itself."""
+    def _spawn(settings, log_path, script="ws_client.py", nice=0):
+        """A client (bench/<script>) with its stderr in log_path, at nice
+        level nice.  In a session of its own: a Ctrl-C is ours to handle,
+        by stopping each process by its PID.  Unbuffered pipes:
+        read_line() selects on the file itself."""
         with open(log_path, "wb") as err:
             return subprocess.Popen(
                 [PYTHON, str(BENCH_DIR / script), json.dumps(settings)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                bufsize=0, start_new_session=True)
+                bufsize=0, start_new_session=True,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None)
 
     def wait_for(self, event, timeout):
         """Every client's next report, which must be event."""
