@@ -84,8 +84,13 @@ const char *const gwb_close_reason_names[GWB_N_CLOSE_REASONS] = {
 /* Members of WebSocket balancers counted, over all restarts: GWE clusters
  * have a handful of nodes. */
 #define GWB_TUNNEL_ROWS 256
-/* How often the watcher looks: the grain of the spread. */
+/* How often the watcher looks while it closes tunnels or a member is
+ * unusable: the grain of the spread. */
 #define GWB_WATCH_INTERVAL apr_time_from_msec(200)
+/* How often it looks otherwise: the most an eviction or a recycle starts
+ * late.  Every look wakes a thread in every process (128 of them for
+ * 24,000 visitors), which costs more than the look. */
+#define GWB_WATCH_IDLE_INTERVAL apr_time_from_sec(1)
 /* How long a closing tunnel may take to end by itself (see above). */
 #define GWB_CLOSE_LINGER apr_time_from_sec(2)
 /* Batches the watcher logs per look; more wait for the next look. */
@@ -371,6 +376,8 @@ static struct {
     gwb_tunnel_policy evict;
     int generation;             /* this process's */
     apr_time_t ended_at;        /* when it saw its generation end, or 0 */
+    int evicting;               /* a member was unusable at the last look */
+    apr_time_t closing_until;   /* the last scheduled close has happened */
 } gwb_watch;
 
 #define GWB_EACH_TUNNEL(t) \
@@ -547,6 +554,9 @@ static int gwb_schedule(gwb_close_reason reason, const proxy_worker *member,
             t->reason = reason;
         }
     }
+    if (now + spread + GWB_CLOSE_LINGER > gwb_watch.closing_until) {
+        gwb_watch.closing_until = now + spread + GWB_CLOSE_LINGER;
+    }
     return n;
 }
 
@@ -592,10 +602,39 @@ static void gwb_note_unusable(apr_time_t now)
     }
 }
 
+/* Whether a member of any balancer is unusable: a handful of members to
+ * look at, where the tunnels are thousands of records scattered over
+ * their request pools. */
+static int gwb_any_member_unusable(apr_time_t now)
+{
+    const apr_array_header_t *all = gwb_all_balancers();
+    int i, j;
+
+    for (i = 0; all && i < all->nelts; i++) {
+        const apr_array_header_t *members =
+            APR_ARRAY_IDX(all, i, gwb_balancer *)->balancer->workers;
+
+        for (j = 0; j < members->nelts; j++) {
+            if (gwb_unusable_state(APR_ARRAY_IDX(members, j, proxy_worker *),
+                                   now)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 static int gwb_plan_evictions(apr_time_t now, gwb_batch *batches, int n)
 {
     gwb_tunnel *t;
+    int unusable = gwb_any_member_unusable(now);
 
+    /* The tunnels are walked while a member is unusable, and once more
+     * after: that look forgets the evictions of members usable again. */
+    if (!unusable && !gwb_watch.evicting) {
+        return n;
+    }
+    gwb_watch.evicting = unusable;
     gwb_note_unusable(now);
     GWB_EACH_TUNNEL(t) {
         if (n == GWB_MAX_BATCHES) {
@@ -669,10 +708,13 @@ static void *APR_THREAD_FUNC gwb_watcher(apr_thread_t *thread, void *data)
 
     apr_thread_mutex_lock(gwb_watch.lock);
     while (!gwb_watch.stopping) {
-        apr_time_t now;
+        apr_time_t now = apr_time_now();
 
         apr_thread_cond_timedwait(gwb_watch.wake, gwb_watch.lock,
-                                  GWB_WATCH_INTERVAL);
+                                  gwb_watch.evicting
+                                  || now < gwb_watch.closing_until
+                                  ? GWB_WATCH_INTERVAL
+                                  : GWB_WATCH_IDLE_INTERVAL);
         now = apr_time_now();
         n = 0;
         if (gwb_watch.recycle.on) {
@@ -681,7 +723,9 @@ static void *APR_THREAD_FUNC gwb_watcher(apr_thread_t *thread, void *data)
         if (gwb_watch.evict.on) {
             n = gwb_plan_evictions(now, batches, n);
         }
-        gwb_close_due(now);
+        if (now < gwb_watch.closing_until + GWB_WATCH_INTERVAL) {
+            gwb_close_due(now);
+        }
         if (n) {
             apr_thread_mutex_unlock(gwb_watch.lock);
             for (i = 0; i < n; i++) {
