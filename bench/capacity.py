@@ -506,6 +506,27 @@ def node_cpu(nodes):
     return sum(sum(cpu_seconds(n.pid)) for n in nodes)
 
 
+def sorted_difference(values, subset):
+    """values without subset (a sub-multiset of it), sorted."""
+    rest, drop = sorted(values), sorted(subset)
+    out, j = [], 0
+    for x in rest:
+        if j < len(drop) and drop[j] == x:
+            j += 1
+        else:
+            out.append(x)
+    return out
+
+
+def machine_busy():
+    """(busy, total) clock ticks of all cores since boot (/proc/stat):
+    everything but idle and iowait."""
+    fields = [int(x) for x in
+              Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
 def node_stats(nodes):
     stats = {}
     for n in nodes:
@@ -523,21 +544,28 @@ def hold_step(name, lb, nodes, clients, target, args, base, previous):
     ramp_seconds = time.monotonic() - ramp_start
     log("%s: %d of %d visitors arrived in %.0f s (%d errors so far)"
         % (name, reached["held"], target, ramp_seconds, reached["errors"]))
-    clients.ask({"cmd": "report"}, "report", 60)      # the hold starts
+    if args.settle:
+        # The visitors that just arrived settle into their heartbeats,
+        # and the listen queue and the processes started drain.
+        time.sleep(args.settle)
+    start = totals(clients.ask({"cmd": "report"}, "report", 60))
     lb_cpu0, node_cpu0 = sum(cpu_seconds(lb.pid)), node_cpu(nodes)
-    client_cpu0 = reached["cpu_seconds"]
+    client_cpu0 = start["cpu_seconds"]
+    busy0 = machine_busy()
     t0 = time.monotonic()
     sampler.wait(args.hold)
     seconds = time.monotonic() - t0
     lb_cpu = sum(cpu_seconds(lb.pid)) - lb_cpu0
     nodes_cpu = node_cpu(nodes) - node_cpu0
+    busy1 = machine_busy()
     end = totals(clients.ask({"cmd": "report"}, "report", 120))
     mem = memory(process_tree(lb.pid))
     state = sampler.sample()
     held = end["held"]
     rtts = end["rtts_ms"]
-    probe_rtts = [x for r in clients.probe_reports(end["reports"])
-                  for x in r["rtts_ms"]]
+    probe = clients.probe_reports(end["reports"])
+    probe_rtts = [x for r in probe for x in r["rtts_ms"]]
+    probe_lp_rtts = [x for r in probe for x in r.get("lp_rtts_ms", [])]
     errors = end["errors"] - previous["errors"]
     return {
         "visitors": target, "held": held,
@@ -550,6 +578,12 @@ def hold_step(name, lb, nodes, clients, target, args, base, previous):
         "rtt_samples": len(probe_rtts),
         "rtt_p50_ms": percentile(probe_rtts, 50),
         "rtt_p99_ms": percentile(probe_rtts, 99),
+        # The probe's, by transport: the long-polling visitors' messages
+        # take a connection of their own and come back on the long-poll.
+        "lp_rtt_samples": len(probe_lp_rtts),
+        "lp_rtt_p99_ms": percentile(probe_lp_rtts, 99),
+        "ws_rtt_p99_ms": percentile(sorted_difference(probe_rtts,
+                                                      probe_lp_rtts), 99),
         "all_rtt_samples": len(rtts),
         "all_rtt_p50_ms": percentile(rtts, 50),
         "all_rtt_p99_ms": percentile(rtts, 99),
@@ -565,6 +599,9 @@ def hold_step(name, lb, nodes, clients, target, args, base, previous):
         "client_cpu_percent": round(
             100 * (end["cpu_seconds"] - client_cpu0) / seconds, 1),
         "nodes_cpu_percent": round(100 * nodes_cpu / seconds, 1),
+        # Of all cores: 100 is every core busy.
+        "machine_busy_percent": round(100 * (busy1[0] - busy0[0])
+                                      / max(1, busy1[1] - busy0[1]), 1),
         "nodes": node_stats(nodes),
         "lb_counters": lb_counters(name, lb),
         "machine": dict(state, peak_tasks=sampler.peak_tasks,
@@ -671,6 +708,8 @@ COLUMNS = [
     ("misroutes", lambda r, s: fmt(s["misroutes"])),
     ("RTT p50 ms", lambda r, s: fmt(s["rtt_p50_ms"], 1)),
     ("RTT p99 ms", lambda r, s: fmt(s["rtt_p99_ms"], 1)),
+    ("WebSocket / long-poll p99 ms", lambda r, s: "%s / %s" % (
+        fmt(s.get("ws_rtt_p99_ms"), 1), fmt(s.get("lp_rtt_p99_ms"), 1))),
     ("all p99 ms", lambda r, s: fmt(s.get("all_rtt_p99_ms"), 1)),
     ("KiB/visitor", lambda r, s: fmt(s["kib_per_visitor"], 1)),
     ("LB CPU µs/visitor/s", lambda r, s: fmt(s["lb_cpu_us_per_visitor_s"],
@@ -679,6 +718,11 @@ COLUMNS = [
     ("LB threads", lambda r, s: fmt(s["threads"])),
     ("ramp s", lambda r, s: fmt(s["ramp_seconds"])),
     ("load", lambda r, s: fmt(s["machine"]["load1"], 1)),
+    # Of one core, as LB CPU %:
+    ("generator / nodes CPU %", lambda r, s: "%s / %s" % (
+        fmt(s["client_cpu_percent"]), fmt(s["nodes_cpu_percent"]))),
+    # Of all the machine's cores:
+    ("cores busy %", lambda r, s: fmt(s.get("machine_busy_percent"))),
 ]
 
 
@@ -775,6 +819,8 @@ def parse_args():
     parser.add_argument("--clients", type=int, default=4,
                         help="generator processes (source addresses "
                              "127.0.0.2 up)")
+    parser.add_argument("--settle", type=float, default=15,
+                        help="seconds between a step's ramp and its hold")
     # Visitors that wait for a thread or a connection slot hold theirs
     # until their timeout: enough that those do not stall the rest.
     parser.add_argument("--in-flight", type=int, default=100,

@@ -51,6 +51,7 @@ Driven over stdin/stdout, one JSON object per line:
 
 import asyncio
 import errno
+import gc
 import json
 import random
 import resource
@@ -209,6 +210,7 @@ class Generator:
         self.misroutes = 0
         self.misroute_samples = []
         self.rtts_ms = []           # since the last report
+        self.lp_rtts_ms = []        # the long-polling visitors' share
         self.heartbeats = 0         # since the last report
         self.polls = 0              # long-polls answered, since the last
         self.retries = 0            # requests sent again (Connection)
@@ -388,7 +390,9 @@ class Generator:
                     start = reply.get("data")
                     if start in sent:
                         sent.discard(start)
-                        self.rtts_ms.append(round((now - start) * 1000, 2))
+                        rtt = round((now - start) * 1000, 2)
+                        self.rtts_ms.append(rtt)
+                        self.lp_rtts_ms.append(rtt)
                 if any(now - start > self.poll_hold + self.timeout
                        for start in sent):
                     raise VisitorError("message lost")
@@ -431,10 +435,12 @@ class Generator:
                   "errors": self.errors, "samples": self.samples,
                   "misroutes": self.misroutes,
                   "misroute_samples": self.misroute_samples,
-                  "rtts_ms": self.rtts_ms, "heartbeats": self.heartbeats,
+                  "rtts_ms": self.rtts_ms, "lp_rtts_ms": self.lp_rtts_ms,
+                  "heartbeats": self.heartbeats,
                   "polls": self.polls, "retries": self.retries,
                   "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2)}
-        self.rtts_ms, self.heartbeats, self.polls = [], 0, 0
+        self.rtts_ms, self.lp_rtts_ms = [], []
+        self.heartbeats, self.polls = 0, 0
         return report
 
     async def close(self):
@@ -475,6 +481,9 @@ async def run(settings):
             start = time.monotonic()
             gen.start(command["visitors"])
             await gen.arrived.wait()
+            # The visitors held live as long as the run: out of the
+            # collector's way, or each full collection walks them all.
+            gc.freeze()
             emit(dict(gen.report("reached"),
                       seconds=round(time.monotonic() - start, 2)))
         elif command["cmd"] == "report":
