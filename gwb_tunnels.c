@@ -377,7 +377,7 @@ static struct {
     int generation;             /* this process's */
     apr_time_t ended_at;        /* when it saw its generation end, or 0 */
     int evicting;               /* a member was unusable at the last look */
-    apr_time_t closing_until;   /* the last scheduled close has happened */
+    apr_time_t closing_until;   /* closes are due until then */
 } gwb_watch;
 
 #define GWB_EACH_TUNNEL(t) \
