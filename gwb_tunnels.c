@@ -377,7 +377,7 @@ static struct {
     int generation;             /* this process's */
     apr_time_t ended_at;        /* when it saw its generation end, or 0 */
     int evicting;               /* a member was unusable at the last look */
-    apr_time_t closing_until;   /* closes are due until then */
+    apr_time_t closing_until;   /* every close is due by then; 0: none */
 } gwb_watch;
 
 #define GWB_EACH_TUNNEL(t) \
@@ -708,11 +708,11 @@ static void *APR_THREAD_FUNC gwb_watcher(apr_thread_t *thread, void *data)
 
     apr_thread_mutex_lock(gwb_watch.lock);
     while (!gwb_watch.stopping) {
-        apr_time_t now = apr_time_now();
+        apr_time_t now;
 
         apr_thread_cond_timedwait(gwb_watch.wake, gwb_watch.lock,
                                   gwb_watch.evicting
-                                  || now < gwb_watch.closing_until
+                                  || gwb_watch.closing_until
                                   ? GWB_WATCH_INTERVAL
                                   : GWB_WATCH_IDLE_INTERVAL);
         now = apr_time_now();
@@ -723,8 +723,11 @@ static void *APR_THREAD_FUNC gwb_watcher(apr_thread_t *thread, void *data)
         if (gwb_watch.evict.on) {
             n = gwb_plan_evictions(now, batches, n);
         }
-        if (now < gwb_watch.closing_until + GWB_WATCH_INTERVAL) {
+        if (gwb_watch.closing_until) {
             gwb_close_due(now);
+            if (now >= gwb_watch.closing_until) {
+                gwb_watch.closing_until = 0;
+            }
         }
         if (n) {
             apr_thread_mutex_unlock(gwb_watch.lock);
